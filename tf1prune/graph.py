@@ -1,0 +1,250 @@
+"""Read-only view of a GraphDef: nodes, consumers, static shapes and constants.
+
+Static shapes come from TensorFlow's own shape inference: the GraphDef is
+imported into a fresh ``tf.Graph`` with the placeholders set to the input specs.
+"""
+import copy
+import os
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from google.protobuf import message, text_format
+
+from tf1prune.errors import Tf1PruneError
+
+VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
+PARAM_SOURCE_OPS = ("Const",) + VARIABLE_OPS
+
+
+def tensor_name(ref):
+    """Canonical ``node:index`` for an input reference (``n``, ``n:1``)."""
+    ref = ref.lstrip("^")
+    return ref if ":" in ref else ref + ":0"
+
+
+def node_of(ref):
+    """Node name of a tensor or input reference."""
+    return ref.lstrip("^").split(":")[0]
+
+
+def output_index(ref):
+    return int(ref.split(":")[1]) if ":" in ref else 0
+
+
+def load_graph_def(path):
+    """Read a binary ``.pb`` or text ``.pbtxt`` GraphDef; never modifies the file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise Tf1PruneError("cannot read graph %r: %s" % (path, e.strerror or e))
+    graph_def = tf.GraphDef()
+    text_first = path.endswith((".pbtxt", ".txt"))
+    for as_text in ((True, False) if text_first else (False, True)):
+        try:
+            if as_text:
+                text_format.Merge(data.decode("utf-8"), graph_def)
+            else:
+                graph_def.ParseFromString(data)
+            if graph_def.node:
+                return graph_def
+        except (message.DecodeError, text_format.ParseError, UnicodeDecodeError, ValueError):
+            graph_def = tf.GraphDef()
+    raise Tf1PruneError("%r is not a valid GraphDef (binary .pb or text .pbtxt)" % path)
+
+
+def save_graph_def(graph_def, path, as_text=None):
+    """Write atomically (temp file + rename); text format for ``.pbtxt``."""
+    if as_text is None:
+        as_text = path.endswith((".pbtxt", ".txt"))
+    data = text_format.MessageToString(graph_def).encode() if as_text else graph_def.SerializeToString()
+    atomic_write(path, data)
+
+
+def atomic_write(path, data):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, ".%s.tmp%d" % (os.path.basename(path), os.getpid()))
+    mode = "w" if isinstance(data, str) else "wb"
+    with open(tmp, mode) as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def parse_input_specs(text):
+    """``'x:0=1,64,64,3;y:0=1,10'`` -> ``{'x:0': ((1, 64, 64, 3), 'float32')}``.
+
+    A dtype may follow the shape: ``x:0=1,8:int32``.
+    """
+    specs = {}
+    for item in filter(None, (s.strip() for s in (text or "").split(";"))):
+        if "=" not in item:
+            raise Tf1PruneError("bad input spec %r: expected name=d0,d1,..." % item)
+        name, shape_text = (s.strip() for s in item.split("=", 1))
+        dtype = "float32"
+        if ":" in shape_text:
+            shape_text, dtype = shape_text.rsplit(":", 1)
+        try:
+            shape = tuple(int(d) if d.strip() not in ("", "?", "-1", "None") else None
+                          for d in shape_text.split(","))
+            tf.as_dtype(dtype)
+        except (ValueError, TypeError):
+            raise Tf1PruneError("bad input spec %r: dimensions must be integers" % item)
+        specs[tensor_name(name)] = (shape, dtype)
+    return specs
+
+
+def normalize_input_specs(input_specs):
+    """Accept ``{name: tf.TensorSpec | (shape, dtype) | shape}``."""
+    out = {}
+    for name, spec in (input_specs or {}).items():
+        if hasattr(spec, "shape") and hasattr(spec, "dtype"):
+            shape, dtype = tuple(spec.shape.as_list()), tf.as_dtype(spec.dtype).name
+        elif isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[1], int) and spec[1] is not None:
+            shape, dtype = tuple(spec[0]), tf.as_dtype(spec[1]).name
+        else:
+            shape, dtype = tuple(spec), "float32"
+        out[tensor_name(name)] = (shape, dtype)
+    return out
+
+
+class GraphView:
+    """Nodes, consumers and static shapes of a GraphDef (which is not modified).
+
+    Example::
+
+        view = GraphView(graph_def, {'input:0': ((1, 28, 28, 1), 'float32')}, ['logits'])
+        view.shape('conv/Conv2D:0')  # [1, 26, 26, 16]
+    """
+
+    def __init__(self, graph_def, input_specs=None, output_node_names=(), batch_size=1):
+        self.graph_def = graph_def
+        self.nodes = {n.name: n for n in graph_def.node}
+        self.output_node_names = list(output_node_names)
+        for name in self.output_node_names:
+            if node_of(name) not in self.nodes:
+                raise Tf1PruneError("output node %r is not in the graph" % name)
+        self.input_specs = normalize_input_specs(input_specs)
+        for name in self.input_specs:
+            node = self.nodes.get(node_of(name))
+            if node is None:
+                raise Tf1PruneError("input %r is not in the graph" % name)
+        self.consumers = {name: [] for name in self.nodes}
+        for node in graph_def.node:
+            for i, ref in enumerate(node.input):
+                if not ref.startswith("^") and node_of(ref) in self.consumers:
+                    self.consumers[node_of(ref)].append((node.name, i))
+        self.order = self._topological_order()
+        self.tf_graph = self._import(batch_size)
+
+    def _shaped_graph_def(self, batch_size):
+        graph_def = copy.deepcopy(self.graph_def)
+        for node in graph_def.node:
+            node.device = ""
+            name = node.name + ":0"
+            if node.op not in ("Placeholder", "PlaceholderWithDefault"):
+                continue
+            if name in self.input_specs:
+                shape, dtype = self.input_specs[name]
+                if node.op == "Placeholder":
+                    node.attr["dtype"].type = tf.as_dtype(dtype).as_datatype_enum
+            elif node.op == "Placeholder" and node.attr["shape"].shape.unknown_rank is False \
+                    and node.attr["shape"].shape.dim:
+                dims = [d.size for d in node.attr["shape"].shape.dim]
+                if any(d < 0 for d in dims[1:]):
+                    if self._reaches_outputs(node.name):
+                        raise Tf1PruneError(
+                            "input %r has shape %s with unknown dimensions: give its shape with input specs"
+                            % (name, [d if d >= 0 else None for d in dims]))
+                    continue
+                shape = (batch_size if dims[0] < 0 else dims[0],) + tuple(dims[1:])
+            else:
+                continue
+            if node.op == "Placeholder":
+                node.attr["shape"].shape.CopyFrom(tf.TensorShape(list(shape)).as_proto())
+        return graph_def
+
+    def _reaches_outputs(self, name):
+        return name in self._reachable
+
+    def _import(self, batch_size):
+        graph = tf.Graph()
+        try:
+            with graph.as_default():
+                tf.import_graph_def(self._shaped_graph_def(batch_size), name="")
+        except (ValueError, TypeError, tf.errors.OpError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise Tf1PruneError("TensorFlow cannot import the graph: %s" % first)
+        return graph
+
+    def _topological_order(self):
+        """Nodes reachable from the outputs (or all nodes), inputs first."""
+        roots = [node_of(n) for n in self.output_node_names] or list(self.nodes)
+        seen, order, stack = set(), [], [(r, False) for r in reversed(roots)]
+        while stack:
+            name, done = stack.pop()
+            if done:
+                order.append(name)
+                continue
+            if name in seen or name not in self.nodes:
+                continue
+            seen.add(name)
+            stack.append((name, True))
+            for ref in reversed(self.nodes[name].input):
+                if node_of(ref) not in seen:
+                    stack.append((node_of(ref), False))
+        self._reachable = seen
+        return order
+
+    # --- accessors -------------------------------------------------------
+    def op(self, name):
+        return self.tf_graph.get_operation_by_name(node_of(name))
+
+    def shape(self, tensor):
+        """Static shape as a list (``None`` for unknown dims), or None if the rank is unknown."""
+        t = self.tf_graph.get_tensor_by_name(tensor_name(tensor))
+        return None if t.shape.dims is None else t.shape.as_list()
+
+    def dtype(self, tensor):
+        return self.tf_graph.get_tensor_by_name(tensor_name(tensor)).dtype
+
+    def num_outputs(self, name):
+        return len(self.op(name).outputs)
+
+    def data_inputs(self, name):
+        return [tensor_name(r) for r in self.nodes[name].input if not r.startswith("^")]
+
+    def const_value(self, tensor):
+        """Value of a tensor that a Const produces (through Identity), else None."""
+        node = self.nodes.get(node_of(tensor))
+        while node is not None and node.op in ("Identity", "Snapshot") and node.input:
+            node = self.nodes.get(node_of(node.input[0]))
+        if node is None or node.op != "Const":
+            return None
+        return tf.make_ndarray(node.attr["value"].tensor)
+
+    def attr(self, name, key, default=None):
+        node = self.nodes[node_of(name)]
+        if key not in node.attr:
+            return default
+        value = node.attr[key]
+        kind = value.WhichOneof("value")
+        if kind == "list":
+            lst = value.list
+            return list(lst.i) or list(lst.s) or list(lst.f) or []
+        result = getattr(value, kind) if kind else default
+        return result.decode() if isinstance(result, bytes) else result
+
+    def channel_axis(self, name, rank=4):
+        """Channel axis for ops with a ``data_format`` attribute."""
+        fmt = self.attr(name, "data_format", "NHWC") or "NHWC"
+        return 1 if fmt.startswith("NC") else rank - 1
+
+
+def static_size(shape):
+    """Number of elements of a fully known static shape, else None."""
+    if shape is None or any(d is None for d in shape):
+        return None
+    return int(np.prod(shape, dtype=np.int64))

@@ -1,0 +1,175 @@
+"""Pruning specs: per group a ratio and the kept channel indices, tied to a graph digest.
+
+Example::
+
+    spec = make_spec(analysis, sparsity=0.5, channel_divisible=8)
+    spec.save('model.spec')                      # JSON, written atomically
+    keep = Spec.load('model.spec').keep_mask(analysis)
+"""
+import json
+import math
+
+import numpy as np
+
+from tf1prune import flops, importance
+from tf1prune.errors import Tf1PruneError
+from tf1prune.graph import atomic_write
+
+FORMAT = "tf1prune-spec"
+
+
+def keep_count(channels, ratio, divisible=1):
+    """Channels kept when pruning ``ratio`` of ``channels``, a multiple of ``divisible``, at least 1."""
+    kept = channels * (1.0 - ratio)
+    if divisible > 1:
+        kept = max(divisible, int(math.floor(kept / divisible + 0.5)) * divisible)
+    else:
+        kept = int(math.floor(kept + 0.5))
+    return int(min(channels, max(1, kept)))
+
+
+class Spec:
+    """Which channels each prunable group keeps."""
+
+    def __init__(self, digest, groups, criterion="l1", channel_divisible=1):
+        self.digest = digest
+        self.groups = groups  # list of {"id", "nodes", "channels", "ratio", "keep"}
+        self.criterion = criterion
+        self.channel_divisible = channel_divisible
+
+    def to_dict(self):
+        return {"format": FORMAT, "version": 1, "graph_digest": self.digest, "criterion": self.criterion,
+                "channel_divisible": self.channel_divisible, "groups": self.groups}
+
+    def save(self, path):
+        atomic_write(path, json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def from_dict(cls, data, source="spec"):
+        try:
+            if data.get("format") != FORMAT:
+                raise ValueError("not a tf1prune spec")
+            groups = []
+            for g in data["groups"]:
+                keep = [int(i) for i in g["keep"]]
+                channels = int(g["channels"])
+                if not keep or len(set(keep)) != len(keep) or min(keep) < 0 or max(keep) >= channels:
+                    raise ValueError("group %s keeps invalid channel indices" % g.get("id"))
+                groups.append({"id": int(g["id"]), "nodes": list(g["nodes"]), "channels": channels,
+                               "ratio": float(g.get("ratio", 1 - len(keep) / channels)), "keep": sorted(keep)})
+            return cls(str(data["graph_digest"]), groups, data.get("criterion", "l1"),
+                       int(data.get("channel_divisible", 1)))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise Tf1PruneError("bad %s: %s" % (source, e))
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except OSError as e:
+            raise Tf1PruneError("cannot read spec %r: %s" % (path, e.strerror or e))
+        except ValueError as e:
+            raise Tf1PruneError("spec %r is not valid JSON: %s" % (path, e))
+        return cls.from_dict(data, "spec %r" % path)
+
+    def keep_mask(self, analysis):
+        """Kept-unit mask for ``analysis``; refuses a spec made for another graph."""
+        if self.digest != analysis.digest():
+            raise Tf1PruneError("spec was made for another graph (digest %s, this graph %s)"
+                                % (self.digest, analysis.digest()))
+        keep = analysis.full_keep()
+        for g in self.groups:
+            if g["id"] >= len(analysis.groups) or analysis.groups[g["id"]].nodes != g["nodes"]:
+                raise Tf1PruneError("spec group %s does not match the graph" % g["id"])
+            group = analysis.groups[g["id"]]
+            if not group.prunable and len(g["keep"]) < group.channels:
+                raise Tf1PruneError("spec prunes group %s, which is not prunable: %s" % (g["id"], group.reason))
+            units = np.array(group.units)
+            keep[units] = False
+            keep[units[g["keep"]]] = True
+        return keep
+
+    def ratios(self):
+        return {g["id"]: g["ratio"] for g in self.groups}
+
+
+def _order(analysis, scores):
+    """Per prunable group: its units ranked from most to least important."""
+    return {g.id: np.array(g.units)[np.argsort(-scores[np.array(g.units)], kind="stable")]
+            for g in analysis.groups if g.prunable}
+
+
+def _counts_for_ratio(analysis, ratio, divisible):
+    return {g.id: keep_count(g.channels, ratio, divisible) for g in analysis.groups if g.prunable}
+
+
+def _mask(analysis, order, counts):
+    keep = analysis.full_keep()
+    for gid, ranked in order.items():
+        keep[ranked[counts[gid]:]] = False
+    return keep
+
+
+def solve_sparsity(analysis, order, sparsity, divisible=1):
+    """Per-group kept counts whose slim MACs are closest to ``(1 - sparsity) * MACs``.
+
+    A uniform ratio is bisected, then groups move one at a time between the two
+    bracketing solutions until the MACs are as close to the target as they get.
+    """
+    base = flops.count(analysis).macs
+    target = (1.0 - sparsity) * base
+    macs = lambda counts: flops.count(analysis, _mask(analysis, order, counts)).macs
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if macs(_counts_for_ratio(analysis, mid, divisible)) > target:
+            lo = mid
+        else:
+            hi = mid
+    above, below = _counts_for_ratio(analysis, lo, divisible), _counts_for_ratio(analysis, hi, divisible)
+    best, best_err = above, abs(macs(above) - target)
+    current = dict(above)
+    for gid in sorted(current, key=lambda g: above[g] - below[g]):
+        if above[gid] == below[gid]:
+            continue
+        current[gid] = below[gid]
+        err = abs(macs(current) - target)
+        if err < best_err:
+            best, best_err = dict(current), err
+    return best
+
+
+def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", channel_divisible=1,
+              values=None):
+    """Spec from a uniform ``ratio``, a MACs ``sparsity`` target or per-group ``ratios``."""
+    if sum(x is not None for x in (ratio, sparsity, ratios)) != 1:
+        raise Tf1PruneError("give exactly one of ratio, sparsity or ratios")
+    for name, x in (("ratio", ratio), ("sparsity", sparsity)):
+        if x is not None and not 0 < x < 1:
+            raise Tf1PruneError("%s must be in (0, 1), got %r" % (name, x))
+    if channel_divisible < 1:
+        raise Tf1PruneError("channel_divisible must be >= 1")
+    scores = importance.unit_scores(analysis, criterion, values)
+    order = _order(analysis, scores)
+    if sparsity is not None:
+        counts = solve_sparsity(analysis, order, sparsity, channel_divisible)
+    elif ratio is not None:
+        counts = _counts_for_ratio(analysis, ratio, channel_divisible)
+    else:
+        counts = {}
+        for g in analysis.groups:
+            r = ratios.get(g.id, 0.0)
+            if r and not g.prunable:
+                raise Tf1PruneError("group %d is not prunable: %s" % (g.id, g.reason))
+            if g.prunable:
+                counts[g.id] = keep_count(g.channels, r, channel_divisible)
+    groups = []
+    for g in analysis.groups:
+        if not g.prunable:
+            continue
+        kept_units = set(order[g.id][:counts[g.id]].tolist())
+        keep = [i for i, u in enumerate(g.units) if u in kept_units]
+        groups.append({"id": g.id, "nodes": g.nodes, "channels": g.channels,
+                       "ratio": round(1 - len(keep) / g.channels, 6), "keep": keep})
+    return Spec(analysis.digest(), groups, criterion, channel_divisible)
