@@ -96,6 +96,28 @@ class Context:
         self.rewrites = []         # shape constants to rewrite in the slim graph
         self.layers = []
         self._param = {}
+        self.parent, self.arg_map = None, {}
+
+    def child(self, view, arg_map):
+        """Context for a function body: shares elements; its arguments are the call's inputs."""
+        sub = Context(view)
+        sub.uf, sub.spaces, sub.fixed, sub.layers = self.uf, self.spaces, self.fixed, self.layers
+        sub.parent, sub.arg_map = self, arg_map
+        for name, outer in arg_map.items():
+            sub._param[name] = self.is_param(outer)
+            inf = self.get(outer)
+            if inf is not None:
+                sub.set(name + ":0", inf.axis, inf.elems)
+        return sub
+
+    def close_child(self, sub, where):
+        """Constants inside a function body cannot be sliced: fix what they touch."""
+        for name, axes in sub.bindings.items():
+            for binding in axes.values():
+                self.fix(binding.elems, "constant '%s' inside the function of %s" % (name, where))
+        for rewrite in sub.rewrites:
+            for elems in (rewrite[3] if rewrite[0] == "split" else [rewrite[3]]):
+                self.fix(elems, "shape '%s' inside the function of %s" % (rewrite[1], where))
 
     # --- reading ---------------------------------------------------------
     def inputs(self, node):
@@ -171,8 +193,10 @@ class Context:
 
     def bind(self, tensor, axis, elems, role="param", where=""):
         """Tie axis ``axis`` of parameter ``tensor`` to ``elems`` (see ops.Rule.param)."""
-        shape = self.shape(tensor)
         node = self.view.nodes[node_of(tensor)]
+        if node.name in self.arg_map:
+            return self.parent.bind(self.arg_map[node.name], axis, elems, role, where)
+        shape = self.shape(tensor)
         if shape is None or axis >= len(shape) or shape[axis] != len(elems):
             self.fix(elems, "parameter '%s' of %s does not match its channels" % (node.name, where or "?"))
             return
@@ -336,6 +360,15 @@ class Analysis:
                 "blocks": [b.to_dict() for b in self.blocks]}
 
 
+def propagate(ctx, order=None):
+    """Run every op's channel rule in topological order (parameter subgraphs skipped)."""
+    for name in ctx.view.order if order is None else order:
+        node = ctx.view.nodes[name]
+        if ctx.is_param(name + ":0") and node.op not in ops.NON_PARAM_SOURCES:
+            continue
+        ops.lookup(node.op).forward(ctx, node)
+
+
 def analyze(graph_def, input_specs=None, output_node_names=(), excludes=(), view=None):
     """Find the channel groups of ``graph_def``; see the module docstring."""
     if not output_node_names:
@@ -345,11 +378,7 @@ def analyze(graph_def, input_specs=None, output_node_names=(), excludes=(), view
         if node_of(name) not in view.nodes:
             raise Tf1PruneError("excluded node %r is not in the graph" % name)
     ctx = Context(view)
-    for name in view.order:
-        node = view.nodes[name]
-        if ctx.is_param(name + ":0") and node.op not in ops.NON_PARAM_SOURCES:
-            continue
-        ops.lookup(node.op).forward(ctx, node)
+    propagate(ctx)
     for name in list(output_node_names):
         for i in range(view.num_outputs(node_of(name))):
             inf = ctx.get("%s:%d" % (node_of(name), i))

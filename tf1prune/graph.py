@@ -3,6 +3,7 @@
 Static shapes come from TensorFlow's own shape inference: the GraphDef is
 imported into a fresh ``tf.Graph`` with the placeholders set to the input specs.
 """
+import collections
 import copy
 import os
 
@@ -10,10 +11,15 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from google.protobuf import message, text_format
 
+from tensorflow.python.framework import function_def_to_graph
+
 from tf1prune.errors import Tf1PruneError
 
 VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
 PARAM_SOURCE_OPS = ("Const",) + VARIABLE_OPS
+# Function-calling ops: branch attributes; data input 0 is the predicate.
+CALL_OPS = {"If": ("then_branch", "else_branch"), "StatelessIf": ("then_branch", "else_branch")}
+FunctionBody = collections.namedtuple("FunctionBody", "view inputs outputs output_shapes")
 
 
 def tensor_name(ref):
@@ -119,8 +125,10 @@ class GraphView:
         view.shape('conv/Conv2D:0')  # [1, 26, 26, 16]
     """
 
-    def __init__(self, graph_def, input_specs=None, output_node_names=(), batch_size=1):
+    def __init__(self, graph_def, input_specs=None, output_node_names=(), batch_size=1, check_inputs=True):
         self.graph_def = graph_def
+        self._functions = {f.signature.name: f for f in graph_def.library.function}
+        self._bodies = {}
         self.nodes = {n.name: n for n in graph_def.node}
         self.output_node_names = list(output_node_names)
         for name in self.output_node_names:
@@ -136,6 +144,7 @@ class GraphView:
             for i, ref in enumerate(node.input):
                 if not ref.startswith("^") and node_of(ref) in self.consumers:
                     self.consumers[node_of(ref)].append((node.name, i))
+        self._check_inputs = check_inputs
         self.order = self._topological_order()
         self.tf_graph = self._import(batch_size)
 
@@ -154,7 +163,7 @@ class GraphView:
                     and node.attr["shape"].shape.dim:
                 dims = [d.size for d in node.attr["shape"].shape.dim]
                 if any(d < 0 for d in dims[1:]):
-                    if self._reaches_outputs(node.name):
+                    if self._check_inputs and self._reaches_outputs(node.name):
                         raise Tf1PruneError(
                             "input %r has shape %s with unknown dimensions: give its shape with input specs"
                             % (name, [d if d >= 0 else None for d in dims]))
@@ -170,18 +179,73 @@ class GraphView:
         return name in self._reachable
 
     def _import(self, batch_size):
-        graph = tf.Graph()
-        try:
-            with graph.as_default():
-                tf.import_graph_def(self._shaped_graph_def(batch_size), name="")
-        except (ValueError, TypeError, tf.errors.OpError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise Tf1PruneError("TensorFlow cannot import the graph: %s" % first)
-        return graph
+        """Import with TF shape inference; If outputs get shapes inferred from their branches."""
+        graph_def = self._shaped_graph_def(batch_size)
+        while True:
+            graph = tf.Graph()
+            try:
+                with graph.as_default():
+                    tf.import_graph_def(graph_def, name="")
+            except (ValueError, TypeError, tf.errors.OpError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise Tf1PruneError("TensorFlow cannot import the graph: %s" % first)
+            if not self._fill_call_shapes(graph_def, graph):
+                return graph
+
+    def _fill_call_shapes(self, graph_def, graph):
+        changed = False
+        for node in graph_def.node:
+            if node.op not in CALL_OPS or node.name not in self._reachable:
+                continue
+            op = graph.get_operation_by_name(node.name)
+            if all(t.shape.is_fully_defined() for t in op.outputs):
+                continue
+            in_shapes = tuple(tuple(t.shape.as_list()) if t.shape.dims is not None else None
+                              for t in op.inputs[1:])
+            if None in in_shapes:
+                continue
+            shapes = None
+            for attr in CALL_OPS[node.op]:
+                body = self.function_body(node.name, attr, in_shapes)
+                out = [tf.TensorShape(s) for s in body.output_shapes]
+                shapes = out if shapes is None else [a.most_specific_compatible_shape(b) for a, b in zip(shapes, out)]
+            if [s.as_proto() for s in shapes] == list(node.attr["output_shapes"].list.shape):
+                continue
+            del node.attr["output_shapes"].list.shape[:]
+            node.attr["output_shapes"].list.shape.extend([s.as_proto() for s in shapes])
+            changed = True
+        return changed
+
+    def function_body(self, name, attr, in_shapes=None):
+        """The branch ``attr`` of call op ``name`` as a GraphDef, for the current input shapes."""
+        if in_shapes is None:
+            in_shapes = tuple(tuple(s) if s is not None else None
+                              for s in (self.shape(t) for t in self.data_inputs(name)[1:]))
+        key = (name, attr, in_shapes)
+        if key not in self._bodies:
+            fname = self.nodes[name].attr[attr].func.name
+            if fname not in self._functions:
+                raise Tf1PruneError("function %r of %r is not in the graph library" % (fname, name))
+            fdef = self._functions[fname]
+            graph_def, names = function_def_to_graph.function_def_to_graph_def(
+                fdef, [tf.TensorShape(s) for s in in_shapes])
+            args = {arg.name: shape for arg, shape in zip(fdef.signature.input_arg, in_shapes)}
+            for node in graph_def.node:
+                node.attr.pop("_output_shapes", None)
+                if node.op == "Placeholder" and node.name in args:  # stale arg_attr shapes lose
+                    node.attr["shape"].shape.CopyFrom(tf.TensorShape(args[node.name]).as_proto())
+            inputs = [names[arg.name] for arg in fdef.signature.input_arg]
+            outputs = [names[fdef.ret[arg.name]] for arg in fdef.signature.output_arg]
+            view = GraphView(graph_def, None, [node_of(o) for o in outputs], check_inputs=False)
+            self._bodies[key] = FunctionBody(view, inputs, outputs, [view.shape(o) for o in outputs])
+        return self._bodies[key]
 
     def _topological_order(self):
-        """Nodes reachable from the outputs (or all nodes), inputs first."""
-        roots = [node_of(n) for n in self.output_node_names] or list(self.nodes)
+        order, self._reachable = self.order_from([node_of(n) for n in self.output_node_names] or list(self.nodes))
+        return order
+
+    def order_from(self, roots):
+        """Nodes that ``roots`` depend on, inputs first, and their set."""
         seen, order, stack = set(), [], [(r, False) for r in reversed(roots)]
         while stack:
             name, done = stack.pop()
@@ -195,8 +259,7 @@ class GraphView:
             for ref in reversed(self.nodes[name].input):
                 if node_of(ref) not in seen:
                     stack.append((node_of(ref), False))
-        self._reachable = seen
-        return order
+        return order, seen
 
     # --- accessors -------------------------------------------------------
     def op(self, name):
@@ -212,6 +275,13 @@ class GraphView:
 
     def num_outputs(self, name):
         return len(self.op(name).outputs)
+
+    def used_outputs(self, name):
+        """Indices of the outputs of node ``name`` that other nodes (or the graph outputs) read."""
+        if name in [node_of(n) for n in self.output_node_names]:
+            return list(range(self.num_outputs(name)))
+        used = {output_index(self.nodes[c].input[i]) for c, i in self.consumers[name]}
+        return sorted(used)
 
     def data_inputs(self, name):
         return [tensor_name(r) for r in self.nodes[name].input if not r.startswith("^")]

@@ -17,7 +17,7 @@ import collections
 
 import numpy as np
 
-from tf1prune.graph import static_size
+from tf1prune.graph import CALL_OPS, node_of, static_size
 
 Rule = collections.namedtuple("Rule", "forward param")
 REGISTRY = {}
@@ -99,6 +99,15 @@ def _elementwise(ctx, node):
         ctx.fix(elems, "%s '%s' combines channels with the output of %s '%s'"
                 % (node.op, node.name, src.op, src.name))
     ctx.set(out, axis, elems)
+
+
+def _random_like(ctx, node):
+    """Random noise shaped by ``Shape(x)`` carries x's channels (dropout masks)."""
+    shape_node = ctx.view.nodes[node_of(ctx.inputs(node)[0])]
+    if shape_node.op == "Shape":
+        inf = ctx.get(ctx.inputs(shape_node)[0])
+        if inf is not None:
+            ctx.set(node.name + ":0", inf.axis, inf.elems)
 
 
 def _conv2d(ctx, node):
@@ -369,6 +378,36 @@ def _switch(ctx, node):
         ctx.set(node.name + ":1", inf.axis, inf.elems)
 
 
+def _call(ctx, node):
+    """If/StatelessIf: each branch is analysed like a graph; used outputs must agree."""
+    from tf1prune.analysis import propagate
+    args = ctx.inputs(node)[1:]
+    if all(ctx.get(t) is None for t in args):
+        return
+    used = ctx.view.used_outputs(node.name)
+    where = "%s '%s'" % (node.op, node.name)
+    results = {i: [] for i in used}
+    for attr in CALL_OPS[node.op]:
+        body = ctx.view.function_body(node.name, attr)
+        outs = [body.outputs[i] for i in used]
+        sub = ctx.child(body.view, {node_of(p): a for p, a in zip(body.inputs, args)})
+        propagate(sub, body.view.order_from([node_of(o) for o in outs])[0])
+        ctx.close_child(sub, where)
+        for i, o in zip(used, outs):
+            results[i].append(sub.get(o))
+    for i, infos in results.items():
+        known = [inf for inf in infos if inf is not None]
+        if not known:
+            continue
+        if len(known) != len(infos) or len({(inf.axis, len(inf.elems)) for inf in known}) != 1:
+            for inf in known:
+                ctx.fix(inf.elems, "the branches of %s disagree on output %d's channels" % (where, i))
+            continue
+        for inf in known[1:]:
+            ctx.union(known[0].elems, inf.elems)
+        ctx.set("%s:%d" % (node.name, i), known[0].axis, known[0].elems)
+
+
 UNARY = ("Identity Snapshot StopGradient PreventGradient CheckNumerics EnsureShape Relu Relu6 Elu Selu "
          "LeakyRelu Sigmoid Tanh Softplus Softsign Neg Abs Square Sqrt Rsqrt Reciprocal Inv Exp Expm1 "
          "Log Log1p Erf Floor Ceil Round Sign Cast ZerosLike OnesLike Sin Cos Gelu")
@@ -382,7 +421,7 @@ register("ReadVariableOp", _nothing, "pass")
 register(UNARY, _passthrough, "pass")
 register("IdentityN", _passthrough)
 register(BINARY, _elementwise, "elementwise")
-register("RandomUniform RandomStandardNormal TruncatedNormal", _nothing, "shape")
+register("RandomUniform RandomStandardNormal TruncatedNormal", _random_like, "shape")
 register("Conv2D", _conv2d)
 register("DepthwiseConv2dNative", _depthwise)
 register("MatMul", _matmul)
@@ -397,3 +436,4 @@ register("Reshape Squeeze ExpandDims", _reshape)
 register("Transpose", _transpose)
 register("Switch", _switch)
 register("Merge", _elementwise)
+register(" ".join(CALL_OPS), _call)

@@ -85,16 +85,27 @@ def slim_graph_def(analysis, keep, validate=True):
         elif kind == "split":
             _rewrite_split(graph_def, nodes, nodes[name],
                            [int(np.count_nonzero(analysis.kept_positions(p, keep))) for p in elems])
-    for node in graph_def.node:
-        node.attr.pop("_output_shapes", None)
-        if node.op in ("If", "StatelessIf") and "output_shapes" in node.attr:
-            del node.attr["output_shapes"].list.shape[:]
+    _drop_stale_shapes(graph_def)
     if validate:
         try:
             GraphView(graph_def, analysis.view.input_specs, analysis.view.output_node_names)
         except Tf1PruneError as e:
             raise Tf1PruneError("internal error, slim graph rejected by TensorFlow (please report): %s" % e)
     return graph_def
+
+
+def _drop_stale_shapes(graph_def):
+    """Remove recorded shapes (node, call-op and function-argument shape hints)."""
+    for node in graph_def.node:
+        node.attr.pop("_output_shapes", None)
+        if "output_shapes" in node.attr and node.attr["output_shapes"].WhichOneof("value") == "list":
+            del node.attr["output_shapes"].list.shape[:]
+    for function in graph_def.library.function:
+        function.attr.pop("_input_shapes", None)
+        for arg_attr in function.arg_attr.values():
+            arg_attr.attr.pop("_output_shapes", None)
+        for node in function.node_def:
+            node.attr.pop("_output_shapes", None)
 
 
 def _rewrite_split(graph_def, nodes, node, sizes):

@@ -111,15 +111,46 @@ def _mask(analysis, order, counts):
     return keep
 
 
+class _MacsModel:
+    """MACs of the slim graph as a function of per-group kept counts (top-ranked units kept)."""
+
+    def __init__(self, analysis, order):
+        rank = np.full(analysis.num_units, -1)
+        group = np.full(analysis.num_units, -1)
+        for gid, ranked in order.items():
+            rank[ranked] = np.arange(len(ranked))
+            group[ranked] = gid
+        self.layers = []
+        for layer in analysis.layers:
+            dims = []
+            for d in layer.dims:
+                if np.isscalar(d):
+                    dims.append((int(d), {}))
+                    continue
+                units = analysis.unit_of[d]
+                g = group[units]
+                dims.append((int(np.count_nonzero(g < 0)),
+                             {int(gid): np.sort(rank[units[g == gid]]) for gid in np.unique(g[g >= 0])}))
+            self.layers.append((layer.factor, dims))
+
+    def __call__(self, counts):
+        total = 0
+        for factor, dims in self.layers:
+            m = factor
+            for fixed, per_group in dims:
+                m *= fixed + sum(int(np.searchsorted(r, counts[g])) for g, r in per_group.items())
+            total += m
+        return total
+
+
 def solve_sparsity(analysis, order, sparsity, divisible=1):
     """Per-group kept counts whose slim MACs are closest to ``(1 - sparsity) * MACs``.
 
-    A uniform ratio is bisected, then groups move one at a time between the two
-    bracketing solutions until the MACs are as close to the target as they get.
+    A uniform ratio is bisected; then single groups move by one channel step
+    while that brings the MACs closer to the target.
     """
-    base = flops.count(analysis).macs
-    target = (1.0 - sparsity) * base
-    macs = lambda counts: flops.count(analysis, _mask(analysis, order, counts)).macs
+    macs = _MacsModel(analysis, order)
+    target = (1.0 - sparsity) * macs({gid: len(r) for gid, r in order.items()})
     lo, hi = 0.0, 1.0
     for _ in range(30):
         mid = (lo + hi) / 2
@@ -127,16 +158,22 @@ def solve_sparsity(analysis, order, sparsity, divisible=1):
             lo = mid
         else:
             hi = mid
-    above, below = _counts_for_ratio(analysis, lo, divisible), _counts_for_ratio(analysis, hi, divisible)
-    best, best_err = above, abs(macs(above) - target)
-    current = dict(above)
-    for gid in sorted(current, key=lambda g: above[g] - below[g]):
-        if above[gid] == below[gid]:
-            continue
-        current[gid] = below[gid]
-        err = abs(macs(current) - target)
-        if err < best_err:
-            best, best_err = dict(current), err
+    best = min((_counts_for_ratio(analysis, r, divisible) for r in (lo, hi)),
+               key=lambda c: abs(macs(c) - target))
+    best_err = abs(macs(best) - target)
+    channels = {g.id: g.channels for g in analysis.groups if g.prunable}
+    for _ in range(4 * len(best) + 10):
+        moves = []
+        for gid, k in best.items():
+            for new in (k - divisible, k + divisible, channels[gid]):
+                new = min(channels[gid], new)
+                if new >= min(divisible, channels[gid]) and new != k:
+                    moves.append({**best, gid: new})
+        scored = [(abs(macs(c) - target), c) for c in moves]
+        err, cand = min(scored, key=lambda x: x[0]) if scored else (best_err, best)
+        if err >= best_err:
+            break
+        best, best_err = cand, err
     return best
 
 

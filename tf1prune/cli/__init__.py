@@ -1,0 +1,90 @@
+"""Shared plumbing of the ``tf1prune-analyze`` and ``tf1prune-convert`` tools.
+
+Both tools are absl apps whose ``main(argv)`` takes a full command line, so
+they can be called in-process (``main(['tf1prune-convert', '--input_graph=...'])``);
+user errors become one ``error: ...`` line on stderr and exit code 2.
+"""
+import os
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # in effect only if TensorFlow is not imported yet
+
+import functools
+import sys
+
+import tensorflow.compat.v1 as tf
+from absl import app, flags
+from absl import logging as absl_logging
+
+from tf1prune.analysis import analyze as analyze_graph  # 'analyze' is the submodule
+from tf1prune.errors import Tf1PruneError
+from tf1prune.graph import load_graph_def, parse_input_specs
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input_graph", None, "Frozen GraphDef to read (binary .pb or text .pbtxt).")
+flags.DEFINE_list("output_node_names", None, "Comma-separated output node names of the graph.")
+flags.DEFINE_string("input_specs", None, "Input shapes, e.g. 'x:0=1,64,64,3;y:0=1,10:int32' "
+                    "(default: placeholder shapes with batch 1).")
+flags.DEFINE_list("excludes", [], "Comma-separated nodes whose output channels must not be pruned.")
+
+
+def names(values):
+    """A list flag's entries, stripped, without empty ones."""
+    return [v.strip() for v in values or () if v.strip()]
+
+
+def load_and_analyze(path, excludes=()):
+    """Read graph ``path`` and analyse it with the --input_specs and --output_node_names flags."""
+    graph_def = load_graph_def(path)
+    return analyze_graph(graph_def, parse_input_specs(FLAGS.input_specs), names(FLAGS.output_node_names),
+                   names(excludes))
+
+
+def _parse(argv):
+    """Parse ``argv`` into FLAGS from scratch (in-process callers may run several command lines)."""
+    FLAGS.unparse_flags()
+    rest = FLAGS(list(argv))
+    if rest[1:]:
+        raise Tf1PruneError("unexpected argument %r" % rest[1])
+
+
+def _absl_parser(argv):
+    """``app.run`` flags parser: errors are left to ``main``, which parses again and reports them."""
+    try:
+        _parse(argv)
+    except (flags.Error, Tf1PruneError):
+        FLAGS.mark_as_parsed()
+    return argv
+
+
+def quiet():
+    """Silence TensorFlow's Python logging and absl logging."""
+    tf.get_logger().setLevel("ERROR")
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def tool(required):
+    """Decorate ``body()`` (reading FLAGS) into a testable absl ``main(argv)`` returning an exit code."""
+    def decorate(body):
+        @functools.wraps(body)
+        def main(argv):
+            try:
+                _parse(argv)
+                for name in required:
+                    if FLAGS[name].value in (None, "", []):
+                        raise Tf1PruneError("--%s is required" % name)
+                quiet()
+                tf.disable_eager_execution()
+                body()
+            except (Tf1PruneError, OSError, flags.Error) as e:
+                lines = str(e).strip().splitlines() or [type(e).__name__]
+                sys.stdout.flush()
+                sys.stderr.write("error: %s\n" % lines[0])
+                return 2
+            return 0
+        return main
+    return decorate
+
+
+def launch(main):
+    """Run ``main`` as an absl app (the console-script entry points)."""
+    app.run(main, flags_parser=_absl_parser)

@@ -1,0 +1,87 @@
+"""tf1prune-convert: data-free channel pruning of a frozen graph.
+
+Example::
+
+    tf1prune-convert --input_graph model.pb --output_graph slim.pb \\
+        --output_node_names logits/BiasAdd --sparsity 0.5 [--sparse_graph sparse.pb] [--output_spec spec.json]
+"""
+import os
+
+from absl import flags
+
+from tf1prune import cli, flops, importance
+from tf1prune.errors import Tf1PruneError
+from tf1prune.graph import save_graph_def
+from tf1prune.slim import slim_graph_def, sparse_graph_def
+from tf1prune.spec import Spec, make_spec
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_graph", None, "Slim graph to write (.pbtxt = text format).")
+flags.DEFINE_float("sparsity", None, "Fraction of the MACs to remove, in (0, 1).")
+flags.DEFINE_float("ratio", None, "Fraction of the channels of every prunable group to remove, in (0, 1).")
+flags.DEFINE_string("spec", None, "Pruning spec (JSON) to apply, as written by --output_spec.")
+flags.DEFINE_enum("criterion", "l1", importance.CRITERIA, "Channel importance criterion.")
+flags.DEFINE_integer("channel_divisible", 1, "Kept channels per group are a multiple of this.", lower_bound=1)
+flags.DEFINE_string("sparse_graph", None, "Also write the same-shape graph with the pruned channels zeroed.")
+flags.DEFINE_string("output_spec", None, "Also write the spec that was applied (JSON).")
+
+
+def _check_args():
+    """Exactly one of --sparsity/--ratio/--spec, in range; outputs distinct from inputs and each other."""
+    given = [n for n in ("sparsity", "ratio", "spec") if FLAGS[n].value is not None]
+    if len(given) != 1:
+        raise Tf1PruneError("give exactly one of --sparsity, --ratio or --spec (got %s)"
+                            % (", ".join("--" + n for n in given) or "none"))
+    for name in ("sparsity", "ratio"):
+        value = FLAGS[name].value
+        if value is not None and not 0 < value < 1:
+            raise Tf1PruneError("--%s must be in (0, 1), got %r" % (name, value))
+    inputs = {os.path.realpath(p): n for n, p in (("input_graph", FLAGS.input_graph), ("spec", FLAGS.spec)) if p}
+    seen = dict(inputs)
+    for name in ("output_graph", "sparse_graph", "output_spec"):
+        path = FLAGS[name].value
+        if path:
+            other = seen.setdefault(os.path.realpath(path), name)
+            if other != name:
+                raise Tf1PruneError("--%s is the same file as --%s: %s" % (name, other, path))
+
+
+@cli.tool(required=("input_graph", "output_graph", "output_node_names"))
+def main():
+    """Prune --input_graph, write the outputs and print the measured MACs/params."""
+    _check_args()
+    analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
+    if FLAGS.spec:
+        spec = Spec.load(FLAGS.spec)
+    else:
+        spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
+                         channel_divisible=FLAGS.channel_divisible)
+    keep = spec.keep_mask(analysis)
+    slim = slim_graph_def(analysis, keep)
+    sparse = sparse_graph_def(analysis, keep) if FLAGS.sparse_graph else None
+    save_graph_def(slim, FLAGS.output_graph)
+    print("slim graph:   %s" % FLAGS.output_graph)
+    if sparse is not None:
+        save_graph_def(sparse, FLAGS.sparse_graph)
+        print("sparse graph: %s" % FLAGS.sparse_graph)
+    if FLAGS.output_spec:
+        spec.save(FLAGS.output_spec)
+        print("spec:         %s" % FLAGS.output_spec)
+    before = flops.count(analysis)
+    after = flops.count(cli.load_and_analyze(FLAGS.output_graph))
+    pruned = [g for g in spec.groups if len(g["keep"]) < g["channels"]]
+    print("pruned groups: %d of %d prunable; channels %d -> %d" % (
+        len(pruned), len(spec.groups), sum(g["channels"] for g in spec.groups),
+        sum(len(g["keep"]) for g in spec.groups)))
+    print("MACs:   %d -> %d" % (before.macs, after.macs))
+    print("params: %d -> %d" % (before.params, after.params))
+    print("MACs reduction: %.2f%%" % (100.0 * (1 - after.macs / before.macs) if before.macs else 0.0))
+
+
+def run():
+    """Console-script entry point."""
+    cli.launch(main)
+
+
+if __name__ == "__main__":
+    run()
