@@ -1,0 +1,120 @@
+"""Shared test helpers: freeze a session, randomize BN/biases, run a GraphDef, check slim == sparse."""
+import re
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+import tf1prune
+from tf1prune import flops, slim, spec as spec_mod
+
+BN_AND_BIAS_NAMES = ("gamma", "beta", "moving_mean", "moving_variance", "bias", "biases")
+
+
+def freeze(sess, output_node_names):
+    """Frozen GraphDef of ``sess.graph`` (variables -> constants) reduced to ``output_node_names``."""
+    return tf.graph_util.convert_variables_to_constants(
+        sess, sess.graph.as_graph_def(), list(output_node_names))
+
+
+def randomize_bn_and_biases(sess, seed):
+    """Give every BN gamma/beta/moving mean/variance and every bias variable random non-trivial values.
+
+    Variables are recognised by the last component of their name (see ``BN_AND_BIAS_NAMES``).
+    Returns the names of the variables that were changed.
+    """
+    rng = np.random.RandomState(seed)
+    changed = []
+    with sess.graph.as_default():
+        for var in tf.global_variables():
+            kind = var.op.name.split("/")[-1]
+            if kind not in BN_AND_BIAS_NAMES:
+                continue
+            shape = var.shape.as_list()
+            if kind == "gamma":
+                value = rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+            elif kind == "moving_variance":
+                value = rng.uniform(0.5, 2.0, shape)
+            else:  # beta, moving_mean, biases
+                value = rng.normal(0.0, 0.5, shape)
+            var.load(value.astype(var.dtype.base_dtype.as_numpy_dtype), sess)
+            changed.append(var.op.name)
+    return changed
+
+
+def run_graph(graph_def, feeds, output_tensor_names):
+    """Import ``graph_def`` into a fresh graph and run ``output_tensor_names`` on ``feeds``."""
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name="")
+    with tf.Session(graph=graph) as sess:
+        return sess.run(list(output_tensor_names), feed_dict=dict(feeds))
+
+
+def random_feeds(input_specs, batch, seed):
+    """Random batch-``batch`` inputs for ``input_specs`` (whose batch dimension is replaced)."""
+    rng = np.random.RandomState(seed)
+    feeds = {}
+    for name, (shape, dtype) in input_specs.items():
+        full = (batch,) + tuple(shape[1:])
+        if np.issubdtype(np.dtype(dtype), np.floating):
+            feeds[name] = rng.standard_normal(full).astype(dtype)
+        else:
+            feeds[name] = rng.randint(0, 4, full).astype(dtype)
+    return feeds
+
+
+def check_reasons(analysis):
+    """Every unprunable group has a reason naming a node of the graph (quoted)."""
+    for g in analysis.groups:
+        if g.prunable:
+            assert g.reason is None
+            continue
+        assert isinstance(g.reason, str) and g.reason.strip(), "group %d: empty reason" % g.id
+        named = [n for n in re.findall(r"'([^']+)'", g.reason) if n in analysis.view.nodes]
+        assert named, "group %d: reason names no node of the graph: %r" % (g.id, g.reason)
+
+
+def check_slim_equals_sparse(graph_def, input_specs, outputs, ratio=0.5, batch=3, seed=0,
+                             sparsity=None, channel_divisible=1, rtol=1e-4, atol=1e-4):
+    """Analyse, prune (``ratio``, or ``sparsity`` when given), and assert slim(x) == sparse(x).
+
+    ``input_specs`` have batch 1 (used for the analysis); a batch-``batch`` random input is fed
+    to both graphs.  Also checks the reasons of unprunable groups, that the MACs of the slim graph
+    (re-analysed) equal the predicted ``flops.count(analysis, keep)`` and are below the original
+    whenever a channel was removed, and that a ratio spec removes channels when it should.
+    Returns the analysis, with ``keep`` (the kept-unit mask), ``macs_before`` and ``macs_after``
+    (of the re-analysed slim graph) set on it for reporting.
+    """
+    analysis = tf1prune.analyze(graph_def, input_specs, outputs)
+    check_reasons(analysis)
+    if sparsity is not None:
+        spec = spec_mod.make_spec(analysis, sparsity=sparsity, channel_divisible=channel_divisible)
+    else:
+        spec = spec_mod.make_spec(analysis, ratio=ratio, channel_divisible=channel_divisible)
+    keep = spec.keep_mask(analysis)
+    if sparsity is None:
+        expect_pruned = any(g.prunable and spec_mod.keep_count(g.channels, ratio, channel_divisible) < g.channels
+                            for g in analysis.groups)
+        assert expect_pruned == (not keep.all())
+    sparse_gd = slim.sparse_graph_def(analysis, keep)
+    slim_gd = slim.slim_graph_def(analysis, keep)
+
+    feeds = random_feeds(input_specs, batch, seed)
+    names = [o if ":" in o else o + ":0" for o in outputs]
+    sparse_out = run_graph(sparse_gd, feeds, names)
+    slim_out = run_graph(slim_gd, feeds, names)
+    for name, a, b in zip(names, sparse_out, slim_out):
+        assert a.shape == b.shape, (name, a.shape, b.shape)
+        assert np.all(np.isfinite(a)), "%s: sparse output not finite" % name
+        scale = max(float(np.max(np.abs(a))), 1e-6)
+        assert np.allclose(b, a, rtol=rtol, atol=atol * scale), \
+            "%s: slim != sparse, max abs diff %g (output scale %g)" % (name, np.max(np.abs(a - b)), scale)
+
+    before = flops.count(analysis).macs
+    predicted = flops.count(analysis, keep).macs
+    actual = flops.count(tf1prune.analyze(slim_gd, input_specs, outputs)).macs
+    assert actual == predicted, "slim graph has %d MACs, predicted %d" % (actual, predicted)
+    if not keep.all():
+        assert actual < before, "channels removed but MACs %d -> %d" % (before, actual)
+    analysis.keep, analysis.macs_before, analysis.macs_after = keep, before, actual
+    return analysis

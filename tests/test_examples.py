@@ -1,0 +1,109 @@
+"""Example models: slim == sparse at several ratios, blocks found, specs and graph files."""
+import functools
+import json
+
+import pytest
+
+import example_models
+import tf1prune
+from helpers import check_slim_equals_sparse
+from tf1prune import spec as spec_mod
+
+
+@functools.lru_cache(maxsize=None)
+def frozen(name, learning_phase):
+    return example_models.frozen_graph_def(name, seed=1, learning_phase=learning_phase)
+
+
+@pytest.mark.parametrize("learning_phase", [0, None])
+@pytest.mark.parametrize("name", example_models.MODEL_NAMES)
+def test_slim_equals_sparse(name, learning_phase):
+    gd, specs, outs = frozen(name, learning_phase)
+    for ratio in (0.3, 0.7):
+        a = check_slim_equals_sparse(gd, specs, outs, ratio=ratio)
+    a = check_slim_equals_sparse(gd, specs, outs, sparsity=0.5, channel_divisible=2)
+    achieved = 1 - a.macs_after / a.macs_before
+    assert abs(achieved - 0.5) <= 0.01, achieved
+    prunable = [g for g in a.groups if g.prunable]
+    assert len(prunable) == len(a.groups) - 1     # all but the logits layer
+    if learning_phase is None:
+        assert any(a.view.nodes[n].op == "If" for n in a.view.order)
+
+
+def test_blocks_of_mobilenet_v2_se():
+    gd, specs, outs = frozen("mobilenet_v2_se", 0)
+    a = tf1prune.analyze(gd, specs, outs)
+    kinds = [b.type for b in a.blocks]
+    assert kinds.count("squeeze_excitation") >= 3 and kinds.count("inverted_residual") >= 5
+    for b in a.blocks:
+        assert a.groups[b.group].prunable
+        if b.type == "squeeze_excitation":
+            assert a.groups[b.group].nodes == [b.nodes[1]]   # the reduce layer alone
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "bn_gamma"])
+def test_spec_round_trip(tmp_path, criterion):
+    gd, specs, outs = frozen("resnet", 0)
+    a = tf1prune.analyze(gd, specs, outs)
+    spec = spec_mod.make_spec(a, sparsity=0.4, criterion=criterion, channel_divisible=4)
+    path = str(tmp_path / "s.json")
+    spec.save(path)
+    loaded = spec_mod.Spec.load(path)
+    assert (loaded.keep_mask(a) == spec.keep_mask(a)).all()
+    for g in loaded.groups:
+        assert len(g["keep"]) % 4 == 0 or len(g["keep"]) == g["channels"]
+
+
+def test_importance_keeps_strongest_channels():
+    gd, specs, outs = frozen("mnist_convnet", 0)
+    a = tf1prune.analyze(gd, specs, outs)
+    from tf1prune import importance
+    scores = importance.unit_scores(a, "l1")
+    spec = spec_mod.make_spec(a, ratio=0.5)
+    keep = spec.keep_mask(a)
+    for g in a.groups:
+        if g.prunable:
+            kept = scores[g.units][keep[g.units]]
+            dropped = scores[g.units][~keep[g.units]]
+            assert kept.min() >= dropped.max()
+
+
+@pytest.mark.parametrize("content,match", [
+    ("not json", "not valid JSON"),
+    (json.dumps({"format": "other"}), "not a tf1prune spec"),
+    (json.dumps({"format": "tf1prune-spec", "graph_digest": "x",
+                 "groups": [{"id": 0, "nodes": [], "channels": 4, "keep": [7]}]}), "invalid channel"),
+])
+def test_bad_spec_files(tmp_path, content, match):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(tf1prune.Tf1PruneError, match=match):
+        spec_mod.Spec.load(str(path))
+
+
+def test_bad_arguments():
+    gd, specs, outs = frozen("mnist_convnet", 0)
+    a = tf1prune.analyze(gd, specs, outs)
+    for kw in ({"sparsity": 1.2}, {"ratio": 0.0}, {}, {"ratio": 0.5, "sparsity": 0.5}):
+        with pytest.raises(tf1prune.Tf1PruneError):
+            spec_mod.make_spec(a, **kw)
+    with pytest.raises(tf1prune.Tf1PruneError, match="not prunable"):
+        spec_mod.make_spec(a, ratios={2: 0.5})
+    with pytest.raises(tf1prune.Tf1PruneError, match="output node 'nope'"):
+        tf1prune.analyze(gd, specs, ["nope"])
+    with pytest.raises(tf1prune.Tf1PruneError, match="input 'y:0'"):
+        tf1prune.analyze(gd, {"y:0": ((1, 2), "float32")}, outs)
+
+
+def test_graph_files(tmp_path):
+    gd, _, _ = frozen("mnist_convnet", 0)
+    for name in ("g.pb", "g.pbtxt"):
+        tf1prune.save_graph_def(gd, str(tmp_path / name))
+        assert tf1prune.load_graph_def(str(tmp_path / name)) == gd
+    corrupt = tmp_path / "corrupt.pb"
+    corrupt.write_bytes(b"\x00\x01garbage" * 10)
+    with pytest.raises(tf1prune.Tf1PruneError, match="not a valid GraphDef"):
+        tf1prune.load_graph_def(str(corrupt))
+    with pytest.raises(tf1prune.Tf1PruneError, match="cannot read"):
+        tf1prune.load_graph_def(str(tmp_path / "missing.pb"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.pb", "g.pb", "g.pbtxt"]   # no temp files left
