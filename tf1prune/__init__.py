@@ -3,12 +3,27 @@
 Example::
 
     import tf1prune
+    from tf1prune import spec, slim
     a = tf1prune.analyze(graph_def, {'input:0': ((1, 28, 28, 1), 'float32')}, ['logits'])
-    spec = tf1prune.make_spec(a, sparsity=0.5)
-    slim = tf1prune.slim_graph_def(a, spec)
-"""
-from tf1prune.analysis import analyze
-from tf1prune.errors import Tf1PruneError
-from tf1prune.graph import load_graph_def, parse_input_specs, save_graph_def
+    keep = spec.make_spec(a, sparsity=0.5).keep_mask(a)
+    slim_graph_def = slim.slim_graph_def(a, keep)
 
-__all__ = ["analyze", "Tf1PruneError", "load_graph_def", "parse_input_specs", "save_graph_def"]
+Names are imported lazily, so ``import tf1prune.cli`` can configure TensorFlow's
+logging before TensorFlow loads.
+"""
+import importlib
+
+_EXPORTS = {
+    "analyze": "tf1prune.analysis",
+    "Tf1PruneError": "tf1prune.errors",
+    "load_graph_def": "tf1prune.graph",
+    "save_graph_def": "tf1prune.graph",
+    "parse_input_specs": "tf1prune.graph",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError("module 'tf1prune' has no attribute %r" % name)

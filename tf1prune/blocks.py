@@ -51,7 +51,7 @@ def _walk_forward(analysis, tensor, stop_ops, limit=24):
             node = view.nodes[name]
             if node.op in stop_ops:
                 return node
-            if node.op in PER_CHANNEL and view.shape(name + ":0") == shape and name in view._reachable:
+            if node.op in PER_CHANNEL and view.shape(name + ":0") == shape and name in view.reachable:
                 nxt = name
         if nxt is None:
             return None

@@ -37,8 +37,8 @@ def _param_nodes(analysis):
     for name in view.order:
         node = view.nodes[name]
         if node.op in ops.PARAM_SOURCES and view.shape(name + ":0") is not None:
-            dtype = view.dtype(name + ":0")
-            if dtype.base_dtype.is_floating or dtype == tf.resource:
+            dtype = tf.as_dtype(node.attr["dtype"].type) if "dtype" in node.attr else view.dtype(name + ":0")
+            if dtype.base_dtype.is_floating:
                 yield name
 
 
@@ -53,10 +53,7 @@ def count(analysis, keep=None):
         layers.append(LayerCount(layer.node, layer.kind, int(macs), params))
     params = 0
     for name in _param_nodes(analysis):
-        shape = param_shape(analysis, name, keep)
-        if analysis.view.dtype(name + ":0") == tf.resource:
-            continue
-        params += int(np.prod(shape, dtype=np.int64))
+        params += int(np.prod(param_shape(analysis, name, keep), dtype=np.int64))
     return Report(sum(l.macs for l in layers), params, layers)
 
 

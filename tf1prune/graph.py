@@ -72,11 +72,15 @@ def atomic_write(path, data):
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, ".%s.tmp%d" % (os.path.basename(path), os.getpid()))
     mode = "w" if isinstance(data, str) else "wb"
-    with open(tmp, mode) as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def parse_input_specs(text):
@@ -95,9 +99,12 @@ def parse_input_specs(text):
         try:
             shape = tuple(int(d) if d.strip() not in ("", "?", "-1", "None") else None
                           for d in shape_text.split(","))
-            tf.as_dtype(dtype)
-        except (ValueError, TypeError):
+        except ValueError:
             raise Tf1PruneError("bad input spec %r: dimensions must be integers" % item)
+        try:
+            tf.as_dtype(dtype)
+        except TypeError:
+            raise Tf1PruneError("bad input spec %r: unknown dtype %r" % (item, dtype))
         specs[tensor_name(name)] = (shape, dtype)
     return specs
 
@@ -159,8 +166,11 @@ class GraphView:
                 shape, dtype = self.input_specs[name]
                 if node.op == "Placeholder":
                     node.attr["dtype"].type = tf.as_dtype(dtype).as_datatype_enum
-            elif node.op == "Placeholder" and node.attr["shape"].shape.unknown_rank is False \
-                    and node.attr["shape"].shape.dim:
+            elif node.op == "Placeholder" and node.attr["shape"].shape.unknown_rank:
+                if self._check_inputs and self._reaches_outputs(node.name):
+                    raise Tf1PruneError("input %r has an unknown shape: give its shape with input specs" % name)
+                continue
+            elif node.op == "Placeholder" and node.attr["shape"].shape.dim:
                 dims = [d.size for d in node.attr["shape"].shape.dim]
                 if any(d < 0 for d in dims[1:]):
                     if self._check_inputs and self._reaches_outputs(node.name):
@@ -176,7 +186,7 @@ class GraphView:
         return graph_def
 
     def _reaches_outputs(self, name):
-        return name in self._reachable
+        return name in self.reachable
 
     def _import(self, batch_size):
         """Import with TF shape inference; If outputs get shapes inferred from their branches."""
@@ -195,7 +205,7 @@ class GraphView:
     def _fill_call_shapes(self, graph_def, graph):
         changed = False
         for node in graph_def.node:
-            if node.op not in CALL_OPS or node.name not in self._reachable:
+            if node.op not in CALL_OPS or node.name not in self.reachable:
                 continue
             op = graph.get_operation_by_name(node.name)
             if all(t.shape.is_fully_defined() for t in op.outputs):
@@ -241,7 +251,7 @@ class GraphView:
         return self._bodies[key]
 
     def _topological_order(self):
-        order, self._reachable = self.order_from([node_of(n) for n in self.output_node_names] or list(self.nodes))
+        order, self.reachable = self.order_from([node_of(n) for n in self.output_node_names] or list(self.nodes))
         return order
 
     def order_from(self, roots):
@@ -266,9 +276,16 @@ class GraphView:
         return self.tf_graph.get_operation_by_name(node_of(name))
 
     def shape(self, tensor):
-        """Static shape as a list (``None`` for unknown dims), or None if the rank is unknown."""
-        t = self.tf_graph.get_tensor_by_name(tensor_name(tensor))
-        return None if t.shape.dims is None else t.shape.as_list()
+        """Static shape as a list (``None`` for unknown dims), or None if the rank is unknown.
+
+        A resource variable's handle has the shape of the variable it holds.
+        """
+        node = self.nodes[node_of(tensor)]
+        if node.op == "VarHandleOp":
+            shape = tf.TensorShape(node.attr["shape"].shape)
+        else:
+            shape = self.tf_graph.get_tensor_by_name(tensor_name(tensor)).shape
+        return None if shape.dims is None else shape.as_list()
 
     def dtype(self, tensor):
         return self.tf_graph.get_tensor_by_name(tensor_name(tensor)).dtype

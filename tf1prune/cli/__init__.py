@@ -6,18 +6,35 @@ user errors become one ``error: ...`` line on stderr and exit code 2.
 """
 import os
 
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # in effect only if TensorFlow is not imported yet
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads (tf1prune imports it lazily)
 
+import contextlib
 import functools
 import sys
 
-import tensorflow.compat.v1 as tf
 from absl import app, flags
 from absl import logging as absl_logging
 
-from tf1prune.analysis import analyze as analyze_graph  # 'analyze' is the submodule
-from tf1prune.errors import Tf1PruneError
-from tf1prune.graph import load_graph_def, parse_input_specs
+
+@contextlib.contextmanager
+def _devnull_fd2():
+    """Send file descriptor 2 (C++ logging included) to /dev/null."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _devnull_fd2():  # TensorFlow's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL
+    import tensorflow.compat.v1 as tf
+    from tf1prune.analysis import analyze as analyze_graph  # 'analyze' is the submodule
+from tf1prune.errors import Tf1PruneError  # noqa: E402
+from tf1prune.graph import load_graph_def, parse_input_specs  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_graph", None, "Frozen GraphDef to read (binary .pb or text .pbtxt).")
@@ -36,13 +53,17 @@ def load_and_analyze(path, excludes=()):
     """Read graph ``path`` and analyse it with the --input_specs and --output_node_names flags."""
     graph_def = load_graph_def(path)
     return analyze_graph(graph_def, parse_input_specs(FLAGS.input_specs), names(FLAGS.output_node_names),
-                   names(excludes))
+                         names(excludes))
 
 
 def _parse(argv):
     """Parse ``argv`` into FLAGS from scratch (in-process callers may run several command lines)."""
     FLAGS.unparse_flags()
-    rest = FLAGS(list(argv))
+    try:
+        rest = FLAGS(list(argv))
+    except flags.Error:
+        FLAGS.mark_as_parsed()  # defaults, so that absl's own exit path can read its flags
+        raise
     if rest[1:]:
         raise Tf1PruneError("unexpected argument %r" % rest[1])
 
@@ -52,7 +73,7 @@ def _absl_parser(argv):
     try:
         _parse(argv)
     except (flags.Error, Tf1PruneError):
-        FLAGS.mark_as_parsed()
+        pass
     return argv
 
 
@@ -86,5 +107,12 @@ def tool(required):
 
 
 def launch(main):
-    """Run ``main`` as an absl app (the console-script entry points)."""
+    """Run ``main`` as an absl app (the console-script entry points).
+
+    TensorFlow registers an absl init callback that probes for GPUs and logs a
+    cuInit error on CPU-only hosts at a C++ log level fixed when TensorFlow was
+    imported; probing once here, silenced, makes that callback quiet (cached).
+    """
+    with _devnull_fd2():
+        tf.config.experimental.list_physical_devices("GPU")
     app.run(main, flags_parser=_absl_parser)

@@ -11,6 +11,7 @@ from absl import flags
 from tf1prune import cli, flops
 
 FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
 flags.DEFINE_bool("json", False, "Print one JSON document (macs, params, groups, blocks) instead of text.")
 
 

@@ -5,6 +5,7 @@ Example::
     tf1prune-convert --input_graph model.pb --output_graph slim.pb \\
         --output_node_names logits/BiasAdd --sparsity 0.5 [--sparse_graph sparse.pb] [--output_spec spec.json]
 """
+import functools
 import os
 
 from absl import flags
@@ -16,6 +17,7 @@ from tf1prune.slim import slim_graph_def, sparse_graph_def
 from tf1prune.spec import Spec, make_spec
 
 FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
 flags.DEFINE_string("output_graph", None, "Slim graph to write (.pbtxt = text format).")
 flags.DEFINE_float("sparsity", None, "Fraction of the MACs to remove, in (0, 1).")
 flags.DEFINE_float("ratio", None, "Fraction of the channels of every prunable group to remove, in (0, 1).")
@@ -36,14 +38,31 @@ def _check_args():
         value = FLAGS[name].value
         if value is not None and not 0 < value < 1:
             raise Tf1PruneError("--%s must be in (0, 1), got %r" % (name, value))
-    inputs = {os.path.realpath(p): n for n, p in (("input_graph", FLAGS.input_graph), ("spec", FLAGS.spec)) if p}
-    seen = dict(inputs)
+    seen = {os.path.realpath(p): n for n, p in (("input_graph", FLAGS.input_graph), ("spec", FLAGS.spec)) if p}
     for name in ("output_graph", "sparse_graph", "output_spec"):
         path = FLAGS[name].value
-        if path:
-            other = seen.setdefault(os.path.realpath(path), name)
-            if other != name:
-                raise Tf1PruneError("--%s is the same file as --%s: %s" % (name, other, path))
+        if not path:
+            continue
+        if os.path.isdir(path):
+            raise Tf1PruneError("--%s is a directory: %s" % (name, path))
+        other = seen.setdefault(os.path.realpath(path), name)
+        if other != name:
+            raise Tf1PruneError("--%s is the same file as --%s: %s" % (name, other, path))
+
+
+def _write_all(outputs):
+    """Write ``(what, path, write)`` outputs; on failure remove the ones already written."""
+    done = []
+    for what, path, write in outputs:
+        try:
+            write(path)
+        except OSError as e:
+            for p in done:
+                os.remove(p)
+            raise Tf1PruneError("cannot write %s %r: %s" % (what, path, e.strerror or e))
+        done.append(path)
+    for what, path, _ in outputs:
+        print("%-13s %s" % (what + ":", path))
 
 
 @cli.tool(required=("input_graph", "output_graph", "output_node_names"))
@@ -57,16 +76,13 @@ def main():
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
                          channel_divisible=FLAGS.channel_divisible)
     keep = spec.keep_mask(analysis)
-    slim = slim_graph_def(analysis, keep)
-    sparse = sparse_graph_def(analysis, keep) if FLAGS.sparse_graph else None
-    save_graph_def(slim, FLAGS.output_graph)
-    print("slim graph:   %s" % FLAGS.output_graph)
-    if sparse is not None:
-        save_graph_def(sparse, FLAGS.sparse_graph)
-        print("sparse graph: %s" % FLAGS.sparse_graph)
+    outputs = [("slim graph", FLAGS.output_graph, functools.partial(save_graph_def, slim_graph_def(analysis, keep)))]
+    if FLAGS.sparse_graph:
+        outputs.append(("sparse graph", FLAGS.sparse_graph,
+                        functools.partial(save_graph_def, sparse_graph_def(analysis, keep))))
     if FLAGS.output_spec:
-        spec.save(FLAGS.output_spec)
-        print("spec:         %s" % FLAGS.output_spec)
+        outputs.append(("spec", FLAGS.output_spec, spec.save))
+    _write_all(outputs)
     before = flops.count(analysis)
     after = flops.count(cli.load_and_analyze(FLAGS.output_graph))
     pruned = [g for g in spec.groups if len(g["keep"]) < g["channels"]]
