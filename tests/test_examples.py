@@ -107,3 +107,34 @@ def test_graph_files(tmp_path):
     with pytest.raises(tf1prune.Tf1PruneError, match="cannot read"):
         tf1prune.load_graph_def(str(tmp_path / "missing.pb"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.pb", "g.pb", "g.pbtxt"]   # no temp files left
+
+
+@pytest.mark.parametrize("resource", [True, False])
+def test_unfrozen_graph_matches_frozen(resource):
+    """Ref and resource variables are parameters like constants: same groups, same digest."""
+    import tensorflow.compat.v1 as tf
+    from helpers import freeze
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, (None, 8, 8, 3), name="x")
+        with tf.variable_scope("m", use_resource=resource):
+            y = x
+            for i, width in enumerate((6, 8)):
+                w = tf.get_variable("w%d" % i, [3, 3, y.shape[-1], width])
+                y = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(y, w, [1, 1, 1, 1], "SAME"),
+                                              tf.get_variable("b%d" % i, [width])))
+            y = tf.reduce_mean(y, [1, 2])
+        tf.matmul(y, tf.get_variable("m/fc", [8, 4]), name="logits")
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            frozen_gd = freeze(sess, ["logits"])
+        live_gd = graph.as_graph_def()
+    specs = {"x:0": ((1, 8, 8, 3), "float32")}
+    live = tf1prune.analyze(live_gd, specs, ["logits"])
+    frozen_a = tf1prune.analyze(frozen_gd, specs, ["logits"])
+    assert [g.to_dict() for g in live.groups] == [g.to_dict() for g in frozen_a.groups]
+    assert live.digest() == frozen_a.digest()
+    assert sum(g.prunable for g in live.groups) == 2
+    assert set(live.bindings) >= {"m/w0", "m/w1", "m/b0", "m/b1", "m/fc"}
+    from tf1prune import flops
+    assert flops.count(live).params == flops.count(frozen_a).params == 3 * 3 * 3 * 6 + 6 + 3 * 3 * 6 * 8 + 8 + 32

@@ -278,3 +278,23 @@ def test_spec_for_another_graph_is_refused():
     spec = spec_mod.make_spec(a1, ratio=0.5)
     with pytest.raises(tf1prune.Tf1PruneError, match="another graph"):
         spec.keep_mask(a2)
+
+
+def test_shared_shape_constant():
+    """One shape constant for two reshapes: their channels are tied, so one rewrite fits both."""
+    def fn(x):
+        shape = tf.constant([-1, 1, 1, 6], name="shape")
+        a = tf.reshape(tf.reduce_mean(tf.nn.relu(conv(x, 6, "a", 3)), [1, 2]), shape)
+        b = tf.reshape(tf.reduce_max(tf.nn.relu(conv(x, 6, "b", 3)), [1, 2]), shape)
+        head(conv(a, 4, "c1") + conv(b, 4, "c2"))
+    a = exact(build(fn))
+    assert group_of(a, "a") is group_of(a, "b") and group_of(a, "a").prunable
+
+
+def test_shape_constant_read_as_data_is_not_rewritten():
+    def fn(x):
+        shape = tf.constant([1, 1, 1, 6], name="shape")
+        y = tf.reshape(tf.reduce_mean(tf.nn.relu(conv(x, 6, "a", 3)), [1, 2]), shape)
+        head(conv(y, 4, "c1") * tf.cast(tf.reduce_sum(shape), tf.float32))
+    g = group_of(analyse(build(fn)), "a")
+    assert not g.prunable and "shape constant 'shape' is also read by Sum" in g.reason

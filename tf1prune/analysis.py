@@ -33,6 +33,9 @@ Space = collections.namedtuple("Space", "start size kind node")
 Binding = collections.namedtuple("Binding", "elems role")
 Layer = collections.namedtuple("Layer", "node kind factor dims kernel")
 ZERO_ROLES = ("kernel", "bias", "bn_scale", "bn_offset")
+# Ops that read a shape constant, and at which input (None: any input).
+SHAPE_INPUTS = {"Reshape": 1, "Fill": 0, "RandomUniform": 0, "RandomStandardNormal": 0, "TruncatedNormal": 0,
+                "Pack": None, "Identity": 0, "Cast": 0}
 
 
 class Group:
@@ -96,6 +99,7 @@ class Context:
         self.rewrites = []         # shape constants to rewrite in the slim graph
         self.layers = []
         self._param = {}
+        self._shape_elems = {}     # (shape constant, index) -> elements it counts
         self.parent, self.arg_map = None, {}
 
     def child(self, view, arg_map):
@@ -231,18 +235,30 @@ class Context:
         node = self.view.nodes[node_of(tensor)]
         if node.op == "Const":
             value = self.view.const_value(tensor)
-            if value.ndim == 0 or value.reshape(-1)[index] != -1:
-                self.rewrites.append(("const_elem", node.name, None if value.ndim == 0 else index, elems))
+            index = None if value.ndim == 0 else index
+            for name, i in self.view.consumers[node.name]:
+                op = self.view.nodes[name].op
+                if name in self.view.reachable and SHAPE_INPUTS.get(op, -1) not in (None, i):
+                    return self.fix(elems, "shape constant '%s' is also read by %s '%s'" % (node.name, op, name))
+            earlier = self._shape_elems.setdefault((node.name, index), elems)
+            if earlier is not elems:  # one constant shapes several tensors: they keep the same channels
+                if len(earlier) == len(elems):
+                    return self.union(earlier, elems)
+                self.fix(earlier, "shape constant '%s' is shared by tensors of different widths" % node.name)
+                return self.fix(elems, "shape constant '%s' is shared by tensors of different widths" % node.name)
+            if index is None or value.reshape(-1)[index] != -1:
+                self.rewrites.append(("const_elem", node.name, index, elems))
             return
-        if node.op in ("Identity", "Cast") :
+        if node.op in ("Identity", "Cast"):
             return self.rewrite_shape(self.inputs(node)[0], index, elems, user)
         if node.op == "Pack":
             return self.rewrite_shape(self.inputs(node)[index], 0, elems, user)
         if node.op == "StridedSlice" and self.view.nodes[node_of(self.inputs(node)[0])].op == "Shape":
             begin = self.view.const_value(self.inputs(node)[1])
             src = self.get(self.inputs(self.view.nodes[node_of(self.inputs(node)[0])])[0])
-            if begin is not None and begin.size == 1 and src is not None and src.axis == int(begin[0]) \
-                    and len(src.elems) == len(elems):
+            rank = len(self.shape(self.inputs(self.view.nodes[node_of(self.inputs(node)[0])])[0]) or [])
+            if begin is not None and begin.size == 1 and src is not None and rank \
+                    and src.axis == int(begin.reshape(-1)[0]) % rank and len(src.elems) == len(elems):
                 self.union(src.elems, elems)
                 return
         self.fix(elems, "shape input of %s '%s' is computed by op %s '%s'"
