@@ -110,13 +110,25 @@ def _random_like(ctx, node):
             ctx.set(node.name + ":0", inf.axis, inf.elems)
 
 
-def _conv2d(ctx, node):
+def _spatial_layer(ctx, node):
+    """Common checks of conv-like ops: (x, kernel, kernel shape, channel axis, MACs per channel pair)."""
     x, k = ctx.inputs(node)[:2]
-    xs, ks, out = ctx.shape(x), ctx.shape(k), node.name + ":0"
+    xs, ks, out_shape = ctx.shape(x), ctx.shape(k), ctx.shape(node.name + ":0")
     if xs is None or ks is None or None in ks or not ctx.is_param(k):
         return ctx.opaque(node, "kernel is not a constant or variable of static shape")
+    if static_size(out_shape) is None:
+        return ctx.opaque(node, "output shape is not static")
     axis = ctx.view.channel_axis(node.name, len(xs))
-    if xs[axis] != ks[2]:
+    factor = static_size(out_shape) // out_shape[axis] * ks[0] * ks[1]
+    return x, k, ks, axis, factor
+
+
+def _conv2d(ctx, node):
+    layer = _spatial_layer(ctx, node)
+    if layer is None:
+        return
+    x, k, ks, axis, factor = layer
+    if ctx.shape(x)[axis] != ks[2]:
         return ctx.opaque(node, "grouped convolution")
     where = "%s '%s'" % (node.op, node.name)
     elems_in = ctx.channel_in(x, axis, node)
@@ -124,29 +136,22 @@ def _conv2d(ctx, node):
         ctx.bind(k, 2, elems_in, "kernel", where)
     elems_out = ctx.new_space(node.name, ks[3])
     ctx.bind(k, 3, elems_out, "kernel", where)
-    ctx.set(out, axis, elems_out)
-    out_shape = ctx.shape(out)
-    spatial = static_size(out_shape) // out_shape[axis]
-    ctx.add_layer(node, "conv", spatial * ks[0] * ks[1],
-                  [elems_in if elems_in is not None else ks[2], elems_out], k)
+    ctx.set(node.name + ":0", axis, elems_out)
+    ctx.add_layer(node, "conv", factor, [elems_in if elems_in is not None else ks[2], elems_out], k)
 
 
 def _depthwise(ctx, node):
-    x, k = ctx.inputs(node)[:2]
-    xs, ks, out = ctx.shape(x), ctx.shape(k), node.name + ":0"
-    if xs is None or ks is None or None in ks or not ctx.is_param(k):
-        return ctx.opaque(node, "kernel is not a constant or variable of static shape")
-    axis = ctx.view.channel_axis(node.name, len(xs))
-    out_shape = ctx.shape(out)
-    spatial = static_size(out_shape) // out_shape[axis]
+    layer = _spatial_layer(ctx, node)
+    if layer is None:
+        return
+    x, k, ks, axis, factor = layer
     elems_in = ctx.channel_in(x, axis, node)
     if elems_in is None:
-        ctx.add_layer(node, "depthwise", spatial * ks[0] * ks[1], [ks[2] * ks[3]], k)
-        return
+        return ctx.add_layer(node, "depthwise", factor, [ks[2] * ks[3]], k)
     ctx.bind(k, 2, elems_in, "kernel", "%s '%s'" % (node.op, node.name))
     elems_out = np.repeat(elems_in, ks[3])
-    ctx.set(out, axis, elems_out)
-    ctx.add_layer(node, "depthwise", spatial * ks[0] * ks[1], [elems_out], k)
+    ctx.set(node.name + ":0", axis, elems_out)
+    ctx.add_layer(node, "depthwise", factor, [elems_out], k)
 
 
 def _matmul(ctx, node):
