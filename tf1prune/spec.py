@@ -94,10 +94,39 @@ class Spec:
         return {g["id"]: g["ratio"] for g in self.groups}
 
 
-def _order(analysis, scores):
-    """Per prunable group: its units ranked from most to least important."""
-    return {g.id: np.array(g.units)[np.argsort(-scores[np.array(g.units)], kind="stable")]
-            for g in analysis.groups if g.prunable}
+class Ranking(dict):
+    """Per prunable group, its units from most to least important; ``minimum[gid]``: the fewest
+    leading units that leave every segment (a producer, a split part) a channel."""
+
+    def __init__(self, order, minimum):
+        super().__init__(order)
+        self.minimum = minimum
+
+
+def rank_units(analysis, scores, pruned=None):
+    """:class:`Ranking` of the units by score (already ``pruned`` units last).
+
+    Each segment's best unit is moved to the front (smallest segments first; a
+    segment that already has one needs none), so keeping at least
+    ``minimum[gid]`` units never leaves a layer without a channel.
+    """
+    order, minimum = {}, {}
+    for g in analysis.groups:
+        if g.prunable:
+            units = np.array(g.units)
+            key = scores[units] if pruned is None else np.where(pruned[units], -np.inf, scores[units])
+            ranked = units[np.argsort(-key, kind="stable")]
+            position = {int(u): i for i, u in enumerate(ranked)}
+            required = set()
+            for seg in sorted(analysis.segments.get(g.id, []), key=len):
+                slots = [position[int(u)] for u in seg]
+                if not required.intersection(slots):
+                    required.add(min(slots))
+            required = sorted(required)
+            rest = np.setdiff1d(np.arange(len(ranked)), required, assume_unique=True)
+            order[g.id] = ranked[np.concatenate([required, rest]).astype(int)]
+            minimum[g.id] = max(1, len(required))
+    return Ranking(order, minimum)
 
 
 def _counts_for_ratio(analysis, ratio, divisible):
@@ -143,31 +172,35 @@ class _MacsModel:
         return total
 
 
-def solve_sparsity(analysis, order, sparsity, divisible=1):
+def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=None):
     """Per-group kept counts whose slim MACs are closest to ``(1 - sparsity) * MACs``.
 
-    A uniform ratio is bisected; then single groups move by one channel step
-    while that brings the MACs closer to the target.
+    ``counts_at(t)`` maps ``t`` in [0, 1] to per-group counts, fewer as ``t``
+    grows (default: a uniform ratio ``t``); ``t`` is bisected, then single
+    groups move by one channel step while that brings the MACs closer to the
+    target.  ``cap`` bounds each group's count (channels already pruned stay so).
     """
     macs = _MacsModel(analysis, order)
-    target = (1.0 - sparsity) * macs({gid: len(r) for gid, r in order.items()})
+    channels = {g.id: g.channels for g in analysis.groups if g.prunable}
+    cap = {gid: min(channels[gid], (cap or {}).get(gid, channels[gid])) for gid in channels}
+    counts_at = counts_at or (lambda t: _counts_for_ratio(analysis, t, divisible))
+    capped = lambda t: {gid: max(order.minimum[gid], min(c, cap[gid])) for gid, c in counts_at(t).items()}
+    target = (1.0 - sparsity) * macs(channels)
     lo, hi = 0.0, 1.0
-    for _ in range(30):
+    for _ in range(40):
         mid = (lo + hi) / 2
-        if macs(_counts_for_ratio(analysis, mid, divisible)) > target:
+        if macs(capped(mid)) > target:
             lo = mid
         else:
             hi = mid
-    best = min((_counts_for_ratio(analysis, r, divisible) for r in (lo, hi)),
-               key=lambda c: abs(macs(c) - target))
+    best = min((capped(t) for t in (lo, hi)), key=lambda c: abs(macs(c) - target))
     best_err = abs(macs(best) - target)
-    channels = {g.id: g.channels for g in analysis.groups if g.prunable}
     for _ in range(4 * len(best) + 10):
         moves = []
         for gid, k in best.items():
-            for new in (k - divisible, k + divisible, channels[gid]):
-                new = min(channels[gid], new)
-                if new >= min(divisible, channels[gid]) and new != k:
+            for new in (k - divisible, k + divisible, cap[gid]):
+                new = min(cap[gid], new)
+                if new >= max(min(divisible, channels[gid]), order.minimum[gid]) and new != k:
                     moves.append({**best, gid: new})
         scored = [(abs(macs(c) - target), c) for c in moves]
         err, cand = min(scored, key=lambda x: x[0]) if scored else (best_err, best)
@@ -175,6 +208,20 @@ def solve_sparsity(analysis, order, sparsity, divisible=1):
             break
         best, best_err = cand, err
     return best
+
+
+def spec_from_counts(analysis, order, counts, criterion="l1", channel_divisible=1):
+    """Spec keeping the first ``counts[gid]`` units of ``order[gid]`` in every prunable group."""
+    groups = []
+    for g in analysis.groups:
+        if not g.prunable:
+            continue
+        count = max(order.minimum[g.id], counts.get(g.id, g.channels))
+        kept_units = set(order[g.id][:count].tolist())
+        keep = [i for i, u in enumerate(g.units) if u in kept_units]
+        groups.append({"id": g.id, "nodes": g.nodes, "channels": g.channels,
+                       "ratio": round(1 - len(keep) / g.channels, 6), "keep": keep})
+    return Spec(analysis.digest(), groups, criterion, channel_divisible)
 
 
 def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", channel_divisible=1,
@@ -188,7 +235,7 @@ def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", 
     if channel_divisible < 1:
         raise Tf1PruneError("channel_divisible must be >= 1")
     scores = importance.unit_scores(analysis, criterion, values)
-    order = _order(analysis, scores)
+    order = rank_units(analysis, scores)
     if sparsity is not None:
         counts = solve_sparsity(analysis, order, sparsity, channel_divisible)
     elif ratio is not None:
@@ -201,12 +248,4 @@ def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", 
                 raise Tf1PruneError("group %d is not prunable: %s" % (g.id, g.reason))
             if g.prunable:
                 counts[g.id] = keep_count(g.channels, r, channel_divisible)
-    groups = []
-    for g in analysis.groups:
-        if not g.prunable:
-            continue
-        kept_units = set(order[g.id][:counts[g.id]].tolist())
-        keep = [i for i, u in enumerate(g.units) if u in kept_units]
-        groups.append({"id": g.id, "nodes": g.nodes, "channels": g.channels,
-                       "ratio": round(1 - len(keep) / g.channels, 6), "keep": keep})
-    return Spec(analysis.digest(), groups, criterion, channel_divisible)
+    return spec_from_counts(analysis, order, counts, criterion, channel_divisible)

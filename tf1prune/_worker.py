@@ -1,0 +1,70 @@
+"""Evaluation in worker processes (no TensorFlow import at module level).
+
+The frozen graph is read once per worker from a file; each task carries only
+the constants to patch.  ``init`` pins a worker to one device before
+TensorFlow loads.
+"""
+import math
+import os
+
+_STATE = {}
+
+
+def init(device_queue):
+    """Pool initializer: take one device from the queue and make it the only visible GPU."""
+    device = device_queue.get()
+    kind, _, index = device.strip("/").partition(":")
+    os.environ["CUDA_VISIBLE_DEVICES"] = index if kind.upper() == "GPU" else ""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _STATE["device"] = device
+
+
+def _graph(path, digest):
+    if _STATE.get("digest") != digest:
+        import tensorflow.compat.v1 as tf
+        tf.disable_eager_execution()
+        graph_def = tf.GraphDef()
+        with open(path, "rb") as f:
+            graph_def.ParseFromString(f.read())
+        _STATE.update(digest=digest, graph_def=graph_def,
+                      nodes={n.name: n for n in graph_def.node})
+    return _STATE["graph_def"], _STATE["nodes"]
+
+
+def evaluate(path, digest, eval_fn, patches):
+    """Worker task: ``evaluate_on`` the graph stored at ``path``."""
+    try:
+        graph_def, nodes = _graph(path, digest)
+    except Exception as e:  # unreadable graph file
+        return None, "%s: %s" % (type(e).__name__, e)
+    return evaluate_on(graph_def, nodes, eval_fn, patches)
+
+
+def evaluate_on(graph_def, nodes, eval_fn, patches):
+    """Run ``eval_fn(graph_def)`` with ``patches`` (Const name -> array) applied, then restore.
+
+    Returns ``(value, None)`` or ``(None, error message)``; never raises.
+    """
+    try:
+        import tensorflow.compat.v1 as tf
+        saved = {name: nodes[name].attr["value"].tensor.SerializeToString() for name in patches}
+        try:
+            for name, value in patches.items():
+                nodes[name].attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value))
+            return check(eval_fn(graph_def))
+        finally:
+            for name, data in saved.items():
+                nodes[name].attr["value"].tensor.ParseFromString(data)
+    except Exception as e:  # the user's eval_fn may raise anything: record it, go on
+        return None, "%s: %s" % (type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "")
+
+
+def check(value):
+    """``(float, None)`` for a finite number, else ``(None, why)``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None, "eval_fn returned %r, not a number" % (value,)
+    if math.isnan(value) or math.isinf(value):
+        return None, "eval_fn returned %r" % value
+    return value, None

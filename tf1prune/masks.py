@@ -1,0 +1,149 @@
+"""Masks that keep pruned weights at exactly zero while the user's optimizer trains.
+
+Each masked variable gets a 0/1 mask variable (created once per graph, in no
+standard collection, so savers and initializers ignore it).  Importing tf1prune
+wraps ``apply_gradients`` of ``tf.compat.v1.train.Optimizer`` and of tf_keras'
+``OptimizerV2``: gradients are masked, and after the update the variables are
+multiplied by their masks, so optimizer slots (Adam moments), weight decay and
+any other update cannot bring a pruned weight back.
+
+Train ops built before the masks existed are covered by :meth:`MaskSet.attach`
+(the session re-applies the masks after running one) or, for
+``MonitoredTrainingSession``/Estimator, by :class:`MaskHook`; custom loops can
+run :attr:`MaskSet.apply_op` themselves.
+
+Example::
+
+    masks = MaskSet.for_graph(sess.graph, variables)
+    masks.load(sess, {'conv1/kernel': mask_array})   # zeroes the variable too
+    train_op = tf.train.AdamOptimizer().minimize(loss)   # keeps the zeros
+"""
+import functools
+import weakref
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from tensorflow.python.util import nest
+
+COLLECTION = "tf1prune_masks"
+_MASK_SETS = weakref.WeakKeyDictionary()     # graph -> MaskSet
+_UNMASKED_TRAIN_OPS = weakref.WeakKeyDictionary()   # graph -> names of train ops built without masks
+
+
+class MaskSet:
+    """0/1 masks for some variables of one graph, and the op that applies them."""
+
+    def __init__(self, graph, variables):
+        self.graph = graph
+        self.variables = dict(variables)   # name (no ':0') -> tf.Variable
+        with graph.as_default(), tf.name_scope("tf1prune_masks"):
+            self.masks = {name: tf.Variable(tf.ones(v.shape, v.dtype.base_dtype), trainable=False,
+                                            collections=[COLLECTION], name=name.replace("/", "_"))
+                          for name, v in self.variables.items()}
+            self._init_op = tf.variables_initializer(list(self.masks.values()))
+            self.apply_op = self._apply(list(self.variables))
+        self._values = {}
+
+    @classmethod
+    def for_graph(cls, graph, variables):
+        """The graph's mask set, created on first use (later calls must name the same variables)."""
+        current = _MASK_SETS.get(graph)
+        if current is None or set(variables) - set(current.variables):
+            current = cls(graph, variables)
+            _MASK_SETS[graph] = current
+        return current
+
+    def _apply(self, names, after=()):
+        with self.graph.as_default(), tf.control_dependencies(list(after)):
+            updates = [tf.assign(self.variables[n], self.variables[n] * self.masks[n]) if _is_ref(self.variables[n])
+                       else self.variables[n].assign(self.variables[n] * self.masks[n]) for n in names]
+            return tf.group(*updates, name="tf1prune_apply_masks")
+
+    def load(self, sess, values):
+        """Set the masks (variables not named keep all ones) and zero the masked weights now."""
+        sess.run(self._init_op)
+        for name, mask in self.masks.items():
+            value = np.asarray(values.get(name, np.ones(mask.shape.as_list())), mask.dtype.as_numpy_dtype)
+            mask.load(value, sess)
+            self._values[name] = value
+        sess.run(self.apply_op)
+
+    def values(self):
+        return dict(self._values)
+
+    def name_of(self, var):
+        """Name of a masked variable, or None."""
+        name = var.op.name
+        return name if name in self.variables else None
+
+    def attach(self, sess):
+        """Make ``sess.run`` re-apply the masks after running a train op built before the masks."""
+        if getattr(sess, "_tf1prune_masked", False):
+            return
+        run = sess.run
+
+        @functools.wraps(run)
+        def masked_run(fetches, *args, **kwargs):
+            result = run(fetches, *args, **kwargs)
+            stale = _UNMASKED_TRAIN_OPS.get(self.graph)
+            if stale and any(getattr(f, "name", None) in stale for f in nest.flatten(fetches)):
+                run(self.apply_op)
+            return result
+        sess.run = masked_run
+        sess._tf1prune_masked = True
+
+
+class MaskHook(tf.train.SessionRunHook):
+    """Re-applies the masks after every step (MonitoredTrainingSession, Estimator)."""
+
+    def __init__(self, mask_set):
+        self._apply_op = mask_set.apply_op
+
+    def after_run(self, run_context, run_values):
+        run_context.session.run(self._apply_op)
+
+
+def _is_ref(var):
+    return var.dtype._is_ref_dtype  # pylint: disable=protected-access
+
+
+def _wrap(apply_gradients):
+    @functools.wraps(apply_gradients)
+    def wrapper(self, grads_and_vars, *args, **kwargs):
+        grads_and_vars = list(grads_and_vars)
+        if tf.executing_eagerly() or not grads_and_vars:
+            return apply_gradients(self, grads_and_vars, *args, **kwargs)
+        graph = grads_and_vars[0][1].graph
+        mask_set = _MASK_SETS.get(graph)
+        names = [mask_set.name_of(v) if mask_set else None for _, v in grads_and_vars]
+        if mask_set is not None:
+            grads_and_vars = [(g * mask_set.masks[n] if n and isinstance(g, tf.Tensor) else g, v)
+                              for (g, v), n in zip(grads_and_vars, names)]
+        train_op = apply_gradients(self, grads_and_vars, *args, **kwargs)
+        masked = [n for n in names if n]
+        if mask_set is None:
+            _UNMASKED_TRAIN_OPS.setdefault(graph, set()).add(train_op.name)
+            return train_op
+        if not masked:
+            return train_op
+        with graph.as_default():
+            apply = mask_set._apply(masked, after=[train_op])
+            if isinstance(train_op, tf.Operation):
+                return apply
+            with tf.control_dependencies([apply]):
+                return tf.identity(train_op)
+    wrapper._tf1prune = True
+    return wrapper
+
+
+def install():
+    """Wrap ``apply_gradients`` of the TF1 and tf_keras optimizer base classes (idempotent)."""
+    classes = [tf.train.Optimizer]
+    try:
+        from tf_keras.src.optimizers.legacy import optimizer_v2
+        classes.append(optimizer_v2.OptimizerV2)
+    except ImportError:  # tf_keras not installed
+        pass
+    for cls in classes:
+        if not getattr(cls.apply_gradients, "_tf1prune", False):
+            cls.apply_gradients = _wrap(cls.apply_gradients)
