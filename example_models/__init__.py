@@ -57,16 +57,20 @@ def _set_learning_phase(value):
             keras.backend.set_learning_phase(value)
 
 
-def build(name, input_shape=None, num_classes=10, learning_phase=0, **kw):
+def build(name, input_shape=None, num_classes=10, learning_phase=0, seed=None, **kw):
     """Build model `name` into the current default graph; the caller owns graph and session.
 
+    With ``seed``, the initial weights are deterministic (graph-level and Keras seeds).
     Extra keyword arguments go to the model's ``build_model`` (e.g. ``widths`` for resnet).
     Node names are unsuffixed only in a graph without earlier Keras layers."""
     if name not in _BUILDERS:
         raise ValueError('unknown model %r; choose from %s' % (name, MODEL_NAMES))
     input_shape = tuple(input_shape or DEFAULT_INPUT_SHAPE)
     _set_learning_phase(learning_phase)
-    model = _BUILDERS[name](input_shape=input_shape, num_classes=num_classes, **kw)
+    if seed is not None:
+        tf.set_random_seed(seed)
+    with _keras_seed(seed) if seed is not None else contextlib.nullcontext():
+        model = _BUILDERS[name](input_shape=input_shape, num_classes=num_classes, **kw)
     return ModelInfo(input_name=model.inputs[0].name,
                      input_shape=(None,) + input_shape,
                      output_node_names=[t.op.name for t in model.outputs],
@@ -107,9 +111,7 @@ def frozen_graph_def(name, seed=0, input_shape=None, learning_phase=0, **kw):
     Returns ``(graph_def, input_specs, output_node_names)`` where
     ``input_specs = {input_name: ((1,) + input_shape, 'float32')}``."""
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
-        tf.set_random_seed(seed)
-        with _keras_seed(seed):
-            info = build(name, input_shape=input_shape, learning_phase=learning_phase, **kw)
+        info = build(name, input_shape=input_shape, learning_phase=learning_phase, seed=seed, **kw)
         sess.run(tf.global_variables_initializer())
         _randomise(info.model, sess, np.random.RandomState(seed))
         graph_def = tf.graph_util.convert_variables_to_constants(

@@ -47,6 +47,10 @@ class IterativePruningRunner:
         self.excludes = list(excludes or ())
         self.workspace = workspace or os.path.join(os.getcwd(), DEFAULT_WORKSPACE)
         self.criterion, self.channel_divisible = criterion, channel_divisible
+        names = {op.name for op in sess.graph.get_operations()}
+        for name in self.output_node_names + [node_of(n) for n in self.input_specs] + list(self.excludes):
+            if node_of(name) not in names:
+                raise Tf1PruneError("node %r is not in the graph" % name)
         self.variables = {v.op.name: v for v in sess.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)}
         masks_lib.install()
         self._refresh()

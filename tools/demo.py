@@ -38,8 +38,7 @@ def train(x_train, y_train):
     from tf_keras.src import backend as keras_backend  # get_session is not public in tf_keras
     graph = tf.Graph()
     with graph.as_default():
-        tf.set_random_seed(0)
-        info = example_models.build("mnist_convnet", learning_phase=None)
+        info = example_models.build("mnist_convnet", learning_phase=None, seed=0)
         info.model.compile(optimizer="adam", metrics=["accuracy"],
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         info.model.fit(x_train, y_train, batch_size=128, epochs=FLAGS.epochs, verbose=2)

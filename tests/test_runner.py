@@ -1,0 +1,235 @@
+"""IterativePruningRunner: the seed workflow, caches, failures, masks under training, iteration."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import example_models
+import tf1prune
+from helpers import run_graph
+from tf1prune import analyze, flops
+from tf1prune.runner import IterativePruningRunner
+
+X = np.random.RandomState(0).rand(6, 28, 28, 1).astype(np.float32)
+SPECS = {"input_1:0": tf.TensorSpec((1, 28, 28, 1), tf.float32)}
+OUT = ["dense/BiasAdd"]
+
+
+def eval_fn(frozen_graph_def):
+    """A deterministic metric of the graph (module level, so worker processes can run it)."""
+    return float(np.abs(run_graph(frozen_graph_def, {"input_1:0": X}, ["dense/BiasAdd:0"])[0]).mean())
+
+
+def five_class_eval(frozen_graph_def):
+    return float(np.abs(run_graph(frozen_graph_def, {"input_1:0": X}, ["dense/BiasAdd:0"])[0]).mean())
+
+
+def seed_model(learning_phase=None, seed=0, num_classes=10):
+    """The seed's Keras MNIST convnet in a fresh graph and session (BN stats randomised)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        info = example_models.build("mnist_convnet", learning_phase=learning_phase, seed=seed,
+                                    num_classes=num_classes)
+        sess = tf.Session(graph=graph)
+        sess.run(tf.global_variables_initializer())
+        rng = np.random.RandomState(seed)
+        for v in tf.global_variables():
+            if "batch_normalization" in v.name or "bias" in v.name:
+                v.load(rng.uniform(0.5, 1.5, v.shape.as_list()).astype(np.float32), sess)
+    return graph, sess, info
+
+
+def slim_equals_session(runner, sess, graph_def):
+    expected = sess.run("dense/BiasAdd:0", {"input_1:0": X})
+    got = run_graph(graph_def, {"input_1:0": X}, ["dense/BiasAdd:0"])[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("learning_phase", [None, 0])
+def test_seed_workflow(tmp_path, learning_phase):
+    graph, sess, _ = seed_model(learning_phase)
+    with graph.as_default():
+        runner = IterativePruningRunner("mnist", sess, SPECS, OUT, workspace=str(tmp_path))
+        runner.ana(eval_fn, gpu_ids=["/CPU:0"], checkpoint_interval=10, progress=None)
+        shape_tensors, masks = runner.prune(sparsity=0.5)
+        slim_gd = runner.get_slim_graph_def(shape_tensors, masks)
+    assert "flatten/Const" in shape_tensors
+    assert set(masks) >= {"conv2d/kernel", "conv2d_1/kernel"}
+    assert all(set(np.unique(m)) <= {0.0, 1.0} for m in masks.values())
+    slim_equals_session(runner, sess, slim_gd)
+    before = flops.count(runner.analysis).macs
+    after = flops.count(analyze(slim_gd, {"input_1:0": ((1, 28, 28, 1), "float32")}, OUT)).macs
+    assert abs((1 - after / before) - 0.5) <= 0.01
+    assert os.path.exists(tmp_path / "mnist_sparsity_0.5.spec")
+    assert (tmp_path / "latest_spec").read_text().strip().endswith("mnist_sparsity_0.5.spec")
+
+
+class Interrupted(BaseException):
+    """Stands for Ctrl-C or a kill: not an Exception, so eval_fn failures handling lets it through."""
+
+
+def test_ana_resumes_and_refuses_stale_cache(tmp_path):
+    graph, sess, _ = seed_model()
+    calls, interrupt = [], [True]
+
+    def counting(gd):
+        calls.append(1)
+        if len(calls) == 8 and interrupt[0]:
+            interrupt[0] = False
+            raise Interrupted()   # the user stops the analysis
+        return eval_fn(gd)
+    with graph.as_default():
+        runner = IterativePruningRunner("m", sess, SPECS, OUT, workspace=str(tmp_path))
+        with pytest.raises(Interrupted):
+            runner.ana(counting, checkpoint_interval=3, progress=None)
+        saved = json.loads((tmp_path / "m.sens").read_text())
+        measured = sum(len(v) for v in saved["results"].values())
+        assert measured == 6          # baseline + 7 evaluations, saved every 3
+        calls.clear()
+        sens = runner.ana(counting, progress=None)
+        assert len(calls) == 18 - 6   # only the missing ones
+        assert sum(len(v) for v in sens.results.values()) == 18
+    graph2, sess2, _ = seed_model(seed=1, num_classes=5)    # another model under the same name
+    with graph2.as_default():
+        other = IterativePruningRunner("m", sess2, SPECS, OUT, workspace=str(tmp_path))
+        with pytest.raises(tf1prune.Tf1PruneError, match="another graph"):
+            other.ana(five_class_eval, progress=None)
+        assert len(other.ana(five_class_eval, progress=None, recompute=True).results) == 2
+
+
+def test_failing_and_nan_eval_fn_are_recorded(tmp_path):
+    graph, sess, _ = seed_model()
+    state = {"n": 0}
+
+    def flaky(gd):
+        state["n"] += 1
+        if state["n"] == 3:
+            raise RuntimeError("disk on fire")
+        return float("nan") if state["n"] == 5 else eval_fn(gd)
+    with graph.as_default():
+        runner = IterativePruningRunner("f", sess, SPECS, OUT, workspace=str(tmp_path))
+        sens = runner.ana(flaky, progress=None)
+    errors = [m for errs in sens.errors.values() for m in errs.values()]
+    assert len(errors) == 2 and any("disk on fire" in m for m in errors) and any("nan" in m for m in errors)
+    assert sum(len(v) for v in sens.results.values()) == 16
+    with graph.as_default():
+        runner.prune(sparsity=0.3)            # failed points count as too sensitive, not as crashes
+    with pytest.raises(tf1prune.Tf1PruneError, match="baseline evaluation failed"):
+        with graph.as_default():
+            IterativePruningRunner("g", sess, SPECS, OUT, workspace=str(tmp_path)).ana(
+                lambda gd: 1 / 0, progress=None)
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda: tf.train.AdamOptimizer(0.05),
+    lambda: tf.train.MomentumOptimizer(0.05, 0.9),
+    lambda: tf.train.RMSPropOptimizer(0.01),
+    lambda: tf.train.AdagradOptimizer(0.1),
+    lambda: tf.train.AdadeltaOptimizer(1.0),
+    lambda: tf.train.FtrlOptimizer(0.1),
+    lambda: tf.train.ProximalGradientDescentOptimizer(0.1, l1_regularization_strength=0.01),
+])
+def test_zeros_survive_fine_tuning(tmp_path, make_optimizer):
+    graph, sess, info = seed_model()
+    with graph.as_default():
+        labels = tf.placeholder(tf.int64, [None])
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=info.model.output))
+        loss += 1e-2 * tf.add_n([tf.nn.l2_loss(v) for v in tf.trainable_variables()])   # weight decay
+        optimizer = make_optimizer()                        # created before prune()
+        runner = IterativePruningRunner("t", sess, SPECS, OUT, workspace=str(tmp_path))
+        runner.ana(eval_fn, progress=None)
+        _, masks = runner.prune(sparsity=0.5)
+        train = optimizer.minimize(loss)
+        sess.run(tf.variables_initializer(optimizer.variables()))
+        feed = {"input_1:0": X, labels: np.arange(6) % 10}
+        for _ in range(25):
+            sess.run(train, feed)
+        for name, mask in masks.items():
+            value = sess.run(runner.variables[name])
+            assert np.all(value[mask == 0] == 0), name
+            assert np.any(value[mask == 1] != 0), name
+        slim_equals_session(runner, sess, runner.get_slim_graph_def())
+
+
+def test_train_op_built_before_prune_and_keras_fit(tmp_path):
+    graph, sess, info = seed_model()
+    with graph.as_default(), sess.as_default():   # as in the seed: Keras trains in the default session
+        labels = tf.placeholder(tf.int64, [None])
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=info.model.output))
+        optimizer = tf.train.AdamOptimizer(0.05)
+        early_train = optimizer.minimize(loss)                 # built before prune()
+        sess.run(tf.variables_initializer(optimizer.variables()))
+        runner = IterativePruningRunner("k", sess, SPECS, OUT, workspace=str(tmp_path))
+        runner.ana(eval_fn, progress=None)
+        _, masks = runner.prune(sparsity=0.5)
+        for _ in range(5):
+            sess.run(early_train, {"input_1:0": X, labels: np.arange(6) % 10})
+        import tf_keras as keras
+        info.model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        info.model.fit(X, np.arange(6) % 10, epochs=3, verbose=0)
+        for name, mask in masks.items():
+            assert np.all(sess.run(runner.variables[name])[mask == 0] == 0), name
+
+
+def test_iterative_pruning_across_save_and_restore(tmp_path):
+    graph, sess, _ = seed_model()
+    ckpt = str(tmp_path / "model.ckpt")
+    with graph.as_default():
+        runner = IterativePruningRunner("it", sess, SPECS, OUT, workspace=str(tmp_path))
+        runner.ana(eval_fn, progress=None)
+        _, masks5 = runner.prune(sparsity=0.5)
+        tf.train.Saver().save(sess, ckpt)
+    graph2, sess2, _ = seed_model(seed=7)          # a "new process": rebuilt graph, restored weights
+    with graph2.as_default():
+        tf.train.Saver().restore(sess2, ckpt)
+        runner2 = IterativePruningRunner("it", sess2, SPECS, OUT, workspace=str(tmp_path))
+        assert runner2.spec is not None            # masks come back from the latest spec
+        _, masks7 = runner2.prune(sparsity=0.7)
+        for name, mask in masks5.items():
+            assert np.all(masks7[name][mask == 0] == 0), name   # pruned stays pruned
+        before, after = runner2.report()
+        assert abs((1 - after.macs / before.macs) - 0.7) <= 0.01
+        slim_equals_session(runner2, sess2, runner2.get_slim_graph_def())
+
+
+def test_repeated_prune_does_not_grow_graph(tmp_path):
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = IterativePruningRunner("g", sess, SPECS, OUT, workspace=str(tmp_path))
+        runner.ana(eval_fn, progress=None)
+        runner.prune(sparsity=0.3)
+        size = len(graph.get_operations())
+        runner.prune(sparsity=0.5)
+        runner.prune(threshold=0.05)
+        assert len(graph.get_operations()) == size
+
+
+def test_parallel_workers_match_sequential(tmp_path):
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = IterativePruningRunner("p", sess, SPECS, OUT, workspace=str(tmp_path / "seq"))
+        seq = runner.ana(eval_fn, progress=None, ratios=(0.3, 0.6))
+        runner.workspace = str(tmp_path / "par")
+        par = runner.ana(eval_fn, gpu_ids=["/CPU:0", "/CPU:1"], progress=None, ratios=(0.3, 0.6))
+        assert par.results == seq.results
+        with pytest.raises(tf1prune.Tf1PruneError, match="cannot be sent to worker"):
+            runner.workspace = str(tmp_path / "lambda")
+            runner.ana(lambda gd: 1.0, gpu_ids=["/CPU:0", "/CPU:1"], progress=None)
+
+
+def test_bad_arguments(tmp_path):
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = IterativePruningRunner("b", sess, SPECS, OUT, workspace=str(tmp_path))
+        with pytest.raises(tf1prune.Tf1PruneError, match="call ana"):
+            runner.prune(sparsity=0.5)
+        with pytest.raises(tf1prune.Tf1PruneError, match="sparsity or threshold"):
+            runner.prune()
+        with pytest.raises(tf1prune.Tf1PruneError, match=r"\(0, 1\)"):
+            runner.prune(sparsity=1.5)
+        with pytest.raises(tf1prune.Tf1PruneError, match="not in the graph"):
+            IterativePruningRunner("b", sess, SPECS, ["nope"], workspace=str(tmp_path))
+    assert not math.isnan(eval_fn(runner.frozen))
