@@ -155,8 +155,11 @@ def test_zeros_survive_fine_tuning(tmp_path, make_optimizer):
 
 
 def test_train_op_built_before_prune_and_keras_fit(tmp_path):
+    import tf_keras as keras
     graph, sess, info = seed_model()
     with graph.as_default(), sess.as_default():   # as in the seed: Keras trains in the default session
+        info.model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        info.model.fit(X, np.arange(6) % 10, epochs=1, verbose=0)      # baseline training before prune()
         labels = tf.placeholder(tf.int64, [None])
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=info.model.output))
         optimizer = tf.train.AdamOptimizer(0.05)
@@ -167,9 +170,7 @@ def test_train_op_built_before_prune_and_keras_fit(tmp_path):
         _, masks = runner.prune(sparsity=0.5)
         for _ in range(5):
             sess.run(early_train, {"input_1:0": X, labels: np.arange(6) % 10})
-        import tf_keras as keras
-        info.model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        info.model.fit(X, np.arange(6) % 10, epochs=3, verbose=0)
+        info.model.fit(X, np.arange(6) % 10, epochs=3, verbose=0)             # fine-tuning, no re-compile
         for name, mask in masks.items():
             assert np.all(sess.run(runner.variables[name])[mask == 0] == 0), name
 
@@ -233,3 +234,45 @@ def test_bad_arguments(tmp_path):
         with pytest.raises(tf1prune.Tf1PruneError, match="not in the graph"):
             IterativePruningRunner("b", sess, SPECS, ["nope"], workspace=str(tmp_path))
     assert not math.isnan(eval_fn(runner.frozen))
+
+
+CHILD = """
+import sys, time
+sys.path[:0] = [{root!r}, {tests!r}]
+import conftest
+import test_runner as t
+from tf1prune.runner import IterativePruningRunner
+graph, sess, _ = t.seed_model()
+def slow(gd):
+    time.sleep(0.1)
+    return t.eval_fn(gd)
+with graph.as_default():
+    IterativePruningRunner("k9", sess, t.SPECS, t.OUT, workspace={ws!r}).ana(slow, checkpoint_interval=2, progress=None)
+"""
+
+
+def test_kill_9_loses_at_most_unsaved_evaluations(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = CHILD.format(root=os.path.dirname(tests), tests=tests, ws=str(tmp_path))
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    cache = tmp_path / "k9.sens"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if cache.exists() and sum(len(v) for v in json.loads(cache.read_text())["results"].values()) >= 6:
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    saved = json.loads(cache.read_text())               # never a torn file
+    done = sum(len(v) for v in saved["results"].values())
+    assert 6 <= done < 18
+    graph, sess, _ = seed_model()
+    calls = []
+    with graph.as_default():
+        runner = IterativePruningRunner("k9", sess, SPECS, OUT, workspace=str(tmp_path))
+        runner.ana(lambda gd: calls.append(1) or eval_fn(gd), progress=None)
+    assert len(calls) == 18 - done

@@ -19,6 +19,7 @@ Example::
     train_op = tf.train.AdamOptimizer().minimize(loss)   # keeps the zeros
 """
 import functools
+import gc
 import weakref
 
 import numpy as np
@@ -77,7 +78,9 @@ class MaskSet:
         return name if name in self.variables else None
 
     def attach(self, sess):
-        """Make ``sess.run`` re-apply the masks after running a train op built before the masks."""
+        """Make ``sess.run`` re-apply the masks after running a train op built before the masks,
+        and make tf_keras models of the graph rebuild their train step (with masks) at next fit."""
+        _reset_keras_train_functions(self.graph)
         if getattr(sess, "_tf1prune_masked", False):
             return
         run = sess.run
@@ -101,6 +104,19 @@ class MaskHook(tf.train.SessionRunHook):
 
     def after_run(self, run_context, run_values):
         run_context.session.run(self._apply_op)
+
+
+def _reset_keras_train_functions(graph):
+    """Drop the cached ``train_function`` of tf_keras (graph-mode) models built in ``graph``."""
+    try:
+        from tf_keras.src.engine import training_v1
+    except ImportError:
+        return
+    for obj in gc.get_objects():
+        if isinstance(obj, training_v1.Model) and getattr(obj, "train_function", None) is not None:
+            inputs = getattr(obj, "inputs", None) or []
+            if inputs and inputs[0].graph is graph:
+                obj.train_function = None
 
 
 def _is_ref(var):
