@@ -138,3 +138,14 @@ def test_unfrozen_graph_matches_frozen(resource):
     assert set(live.bindings) >= {"m/w0", "m/w1", "m/b0", "m/b1", "m/fc"}
     from tf1prune import flops
     assert flops.count(live).params == flops.count(frozen_a).params == 3 * 3 * 3 * 6 + 6 + 3 * 3 * 6 * 8 + 8 + 32
+
+
+def test_slim_graph_drops_unused_functions():
+    """Frozen Keras graphs carry every function of the session; the slim graph keeps the used ones."""
+    gd, specs, outs = frozen("mnist_convnet", None)
+    a = tf1prune.analyze(gd, specs, outs)
+    from tf1prune import slim
+    slim_gd = slim.slim_graph_def(a, spec_mod.make_spec(a, ratio=0.5).keep_mask(a))
+    used = {n.attr[k].func.name for n in slim_gd.node if n.op == "If" for k in ("then_branch", "else_branch")}
+    assert {f.signature.name for f in slim_gd.library.function} == used
+    assert len(gd.library.function) > len(used)

@@ -1,6 +1,13 @@
 """tf1prune: channel pruning for TensorFlow-1-style graphs.
 
-Example::
+Sessions (the Vitis AI TF1 runner API)::
+
+    runner = tf1prune.IterativePruningRunner("mnist", sess, input_specs, ["dense/BiasAdd"])
+    runner.ana(eval_fn)
+    shape_tensors, masks = runner.prune(sparsity=0.5)
+    slim_graph_def = runner.get_slim_graph_def(shape_tensors, masks)
+
+Frozen graphs::
 
     import tf1prune
     from tf1prune import spec, slim
@@ -14,6 +21,8 @@ logging before TensorFlow loads.
 import importlib
 
 _EXPORTS = {
+    "IterativePruningRunner": "tf1prune.runner",
+    "MaskHook": "tf1prune.masks",
     "analyze": "tf1prune.analysis",
     "Tf1PruneError": "tf1prune.errors",
     "load_graph_def": "tf1prune.graph",

@@ -86,11 +86,33 @@ def slim_graph_def(analysis, keep, validate=True):
             _rewrite_split(graph_def, nodes, nodes[name],
                            [int(np.count_nonzero(analysis.kept_positions(p, keep))) for p in elems])
     _drop_stale_shapes(graph_def)
+    strip_unused_functions(graph_def)
     if validate:
         try:
             GraphView(graph_def, analysis.view.input_specs, analysis.view.output_node_names)
         except Tf1PruneError as e:
             raise Tf1PruneError("internal error, slim graph rejected by TensorFlow (please report): %s" % e)
+    return graph_def
+
+
+def strip_unused_functions(graph_def):
+    """Remove library functions no node reaches (training leaves gradient functions behind)."""
+    functions = {f.signature.name: f for f in graph_def.library.function}
+    used, stack = set(), [graph_def.node]
+    while stack:
+        for node in stack.pop():
+            names = [node.op] + [v.func.name for v in node.attr.values() if v.WhichOneof("value") == "func"]
+            names += [f.name for v in node.attr.values() if v.WhichOneof("value") == "list" for f in v.list.func]
+            for name in names:
+                if name in functions and name not in used:
+                    used.add(name)
+                    stack.append(functions[name].node_def)
+    kept = [f for f in graph_def.library.function if f.signature.name in used]
+    del graph_def.library.function[:]
+    graph_def.library.function.extend(kept)
+    grads = [g for g in graph_def.library.gradient if g.function_name in used]
+    del graph_def.library.gradient[:]
+    graph_def.library.gradient.extend(grads)
     return graph_def
 
 

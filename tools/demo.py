@@ -1,13 +1,12 @@
-"""Demo on real data: train the seed's MNIST convnet on Fashion-MNIST, prune its frozen graph.
+"""The seed workflow on real data: Fashion-MNIST, IterativePruningRunner, fine-tuning, slim export.
 
-    python tools/demo.py [--epochs 2] [--sparsity 0.5] [--output_dir demo_out]
+    python tools/demo.py [--model resnet] [--epochs 2] [--finetune_epochs 1] [--output_dir demo_out]
 
-Trains the Keras convnet of the Vitis TF1 runner docs in a TF1 session (no
-learning phase set, so BatchNorm and Dropout are ``If`` ops), freezes it, prunes
-it without data to the MACs target, writes original/sparse/slim ``.pb`` files and
-prints accuracy, MACs, params, file size and CPU latency before and after.
-Without fine-tuning the pruned accuracy drops; the session-bound runner adds
-sensitivity analysis and fine-tuning.
+Trains a baseline from ``example_models`` in a TF1 session with tf_keras (no
+learning phase set: BatchNorm is an ``If`` op), runs the sensitivity analysis
+(``ana``) on a held-out split, prunes to 50% MACs, fine-tunes, prunes to 70%,
+fine-tunes, exports the slim frozen graph and prints accuracy, MACs, params,
+file size and CPU latency of the baseline and the slim model.
 """
 import os
 import sys
@@ -23,28 +22,17 @@ from absl import app, flags  # noqa: E402
 import example_models  # noqa: E402
 import tf1prune  # noqa: E402
 from example_models import data  # noqa: E402
-from tf1prune import flops, slim, spec as spec_mod  # noqa: E402
+from tf1prune import flops, slim  # noqa: E402
+from tf1prune.runner import IterativePruningRunner  # noqa: E402
 
-flags.DEFINE_integer("epochs", 2, "training epochs")
-flags.DEFINE_float("sparsity", 0.5, "MACs reduction target")
-flags.DEFINE_integer("channel_divisible", 1, "round kept channels to a multiple of this")
-flags.DEFINE_string("output_dir", "demo_out", "where the .pb files and the spec go")
+flags.DEFINE_enum("model", "resnet", ["resnet", "mobilenet_v2_se", "mnist_convnet", "inception"], "baseline")
+flags.DEFINE_integer("epochs", 2, "baseline training epochs")
+flags.DEFINE_integer("finetune_epochs", 1, "fine-tuning epochs after each prune")
+flags.DEFINE_list("sparsities", ["0.5", "0.7"], "MACs reductions, pruned in turn")
+flags.DEFINE_integer("val_size", 2000, "training images held out for the sensitivity analysis")
+flags.DEFINE_integer("channel_divisible", 1, "kept channel counts are multiples of this")
+flags.DEFINE_string("output_dir", "demo_out", "slim .pb, specs and the sensitivity cache go here")
 FLAGS = flags.FLAGS
-
-
-def train(x_train, y_train):
-    """Train the seed convnet in a TF1 session and return its frozen graph."""
-    import tf_keras as keras
-    from tf_keras.src import backend as keras_backend  # get_session is not public in tf_keras
-    graph = tf.Graph()
-    with graph.as_default():
-        info = example_models.build("mnist_convnet", learning_phase=None, seed=0)
-        info.model.compile(optimizer="adam", metrics=["accuracy"],
-                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        info.model.fit(x_train, y_train, batch_size=128, epochs=FLAGS.epochs, verbose=2)
-        sess = keras_backend.get_session()
-        frozen = tf.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), info.output_node_names)
-    return frozen, info
 
 
 class Frozen:
@@ -59,8 +47,7 @@ class Frozen:
         self.x, self.y = input_name, output_name + ":0"
 
     def accuracy(self, x, y, batch=500):
-        hits = sum(int((self.sess.run(self.y, {self.x: x[i:i + batch]}).argmax(1) == y[i:i + batch]).sum())
-                   for i in range(0, len(y), batch))
+        hits = sum(int((self.run(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(y), batch))
         return hits / len(y)
 
     def run(self, x):
@@ -68,7 +55,7 @@ class Frozen:
 
 
 def latency_ms(models, x, runs=200):
-    """Median latency (batch 1) of each model, runs interleaved so all see the same machine load."""
+    """Median batch-1 latency of each model; runs interleaved so all see the same machine load."""
     times = [[] for _ in models]
     for m in models:
         m.run(x)
@@ -81,46 +68,72 @@ def latency_ms(models, x, runs=200):
 
 
 def main(_):
+    import tf_keras as keras
     tf.disable_eager_execution()
     x_train, y_train, x_test, y_test, source = data.load()
+    x_val, y_val = x_train[-FLAGS.val_size:], y_train[-FLAGS.val_size:]
+    x_fit, y_fit = x_train[:-FLAGS.val_size], y_train[:-FLAGS.val_size]
     print("data:", source)
-    frozen, info = train(x_train, y_train)
-    specs = {info.input_name: ((1,) + tuple(info.input_shape[1:]), "float32")}
-    outs = info.output_node_names
-
-    analysis = tf1prune.analyze(frozen, specs, outs)
-    spec = spec_mod.make_spec(analysis, sparsity=FLAGS.sparsity, channel_divisible=FLAGS.channel_divisible)
-    keep = spec.keep_mask(analysis)
-    graphs = {"original": frozen, "sparse": slim.sparse_graph_def(analysis, keep),
-              "slim": slim.slim_graph_def(analysis, keep)}
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    spec.save(os.path.join(FLAGS.output_dir, "mnist_convnet.spec"))
-    sizes = {}
-    for name, gd in graphs.items():
-        path = os.path.join(FLAGS.output_dir, "mnist_convnet_%s.pb" % name)
-        tf1prune.save_graph_def(gd, path)
-        sizes[name] = os.path.getsize(path)
+    started = time.time()
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph).as_default() as sess:
+        info = example_models.build(FLAGS.model, learning_phase=None, seed=0)
+        model, outs = info.model, info.output_node_names
+        model.compile(optimizer=keras.optimizers.legacy.Adam(1e-3), metrics=["accuracy"],
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        sess.run(tf.global_variables_initializer())
+        print("\n== baseline: %d epochs" % FLAGS.epochs)
+        model.fit(x_fit, y_fit, batch_size=128, epochs=FLAGS.epochs, verbose=2)
+        baseline_gd = slim.strip_unused_functions(  # as the slim export does, for a fair file size
+            tf.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), outs))
 
-    models = {k: Frozen(gd, info.input_name, outs[0]) for k, gd in graphs.items()}
-    slim_analysis = tf1prune.analyze(graphs["slim"], specs, outs)
-    before, after = flops.count(analysis), flops.count(slim_analysis)
-    diff = float(np.abs(models["slim"].run(x_test[:256]) - models["sparse"].run(x_test[:256])).max())
-    lat = latency_ms([models["original"], models["slim"]], x_test[:1])
+        def eval_fn(frozen_graph_def):
+            return Frozen(frozen_graph_def, info.input_name, outs[0]).accuracy(x_val, y_val)
+
+        specs = {info.input_name: tf.TensorSpec((1,) + info.input_shape[1:], tf.float32)}
+        runner = IterativePruningRunner(FLAGS.model, sess, specs, outs, workspace=FLAGS.output_dir,
+                                        channel_divisible=FLAGS.channel_divisible)
+        print("\n== ana: %d prunable groups" % sum(g.prunable for g in runner.analysis.groups))
+        t = time.time()
+        sens = runner.ana(eval_fn, progress=None)
+        print("ana: %d evaluations in %.1f s (baseline val accuracy %.4f)"
+              % (sum(len(v) for v in sens.results.values()), time.time() - t, sens.baseline))
+        steps = []
+        for sparsity in (float(s) for s in FLAGS.sparsities):
+            runner.prune(sparsity=sparsity)
+            before, after = runner.report()
+            pruned_acc = eval_fn(runner._freeze())
+            print("\n== prune(sparsity=%g): MACs %d -> %d (%.1f%% fewer), val accuracy %.4f; fine-tune %d epoch(s)"
+                  % (sparsity, before.macs, after.macs, 100 * (1 - after.macs / before.macs), pruned_acc,
+                     FLAGS.finetune_epochs))
+            model.fit(x_fit, y_fit, batch_size=128, epochs=FLAGS.finetune_epochs, verbose=2)
+            steps.append((sparsity, pruned_acc, eval_fn(runner._freeze())))
+        slim_gd = runner.get_slim_graph_def()
+        session_out = sess.run(outs[0] + ":0", {info.input_name: x_test[:256]})
+
+    paths = {k: os.path.join(FLAGS.output_dir, "%s_%s.pb" % (FLAGS.model, k)) for k in ("baseline", "slim")}
+    tf1prune.save_graph_def(baseline_gd, paths["baseline"])
+    tf1prune.save_graph_def(slim_gd, paths["slim"])
+    models = {"baseline": Frozen(baseline_gd, info.input_name, outs[0]), "slim": Frozen(slim_gd, info.input_name, outs[0])}
+    diff = float(np.abs(models["slim"].run(x_test[:256]) - session_out).max())
+    specs = {info.input_name: ((1,) + info.input_shape[1:], "float32")}
+    counts = {k: flops.count(tf1prune.analyze(gd, specs, outs)) for k, gd in (("baseline", baseline_gd), ("slim", slim_gd))}
     acc = {k: m.accuracy(x_test, y_test) for k, m in models.items()}
+    lat = latency_ms([models["baseline"], models["slim"]], x_test[:1])
 
-    print("\ngroups: %d prunable of %d" % (sum(g.prunable for g in analysis.groups), len(analysis.groups)))
-    for g in analysis.groups:
-        kept = int(keep[g.units].sum())
-        print("  %-28s %3d -> %3d channels %s" % (",".join(g.nodes), g.channels, kept,
-                                                  "" if g.prunable else "(%s)" % g.reason))
-    print("\n%-22s %12s %12s" % ("", "original", "slim"))
-    print("%-22s %12.4f %12.4f" % ("test accuracy", acc["original"], acc["slim"]))
-    print("%-22s %12d %12d  (%.1f%% fewer)" % ("MACs", before.macs, after.macs, 100 * (1 - after.macs / before.macs)))
-    print("%-22s %12d %12d" % ("params", before.params, after.params))
-    print("%-22s %12d %12d" % ("file size (bytes)", sizes["original"], sizes["slim"]))
-    print("%-22s %12.3f %12.3f" % ("CPU latency ms (b=1)", lat[0], lat[1]))
-    print("slim vs sparse max |diff| on 256 test images: %.2e (sparse accuracy %.4f)" % (diff, acc["sparse"]))
-    print("files in %s/" % FLAGS.output_dir)
+    print("\n== summary (%s, %.0f s in all)" % (FLAGS.model, time.time() - started))
+    for sparsity, pruned, tuned in steps:
+        print("sparsity %.2f: val accuracy %.4f after prune, %.4f after fine-tuning" % (sparsity, pruned, tuned))
+    b, s = counts["baseline"], counts["slim"]
+    print("%-24s %12s %12s" % ("", "baseline", "slim"))
+    print("%-24s %12.4f %12.4f" % ("test accuracy (10k)" if len(y_test) == 10000 else "test accuracy", acc["baseline"], acc["slim"]))
+    print("%-24s %12d %12d  (%.1f%% fewer)" % ("MACs", b.macs, s.macs, 100 * (1 - s.macs / b.macs)))
+    print("%-24s %12d %12d" % ("params", b.params, s.params))
+    print("%-24s %12d %12d" % ("file size (bytes)", os.path.getsize(paths["baseline"]), os.path.getsize(paths["slim"])))
+    print("%-24s %12.3f %12.3f" % ("CPU latency ms (b=1)", lat[0], lat[1]))
+    print("slim graph vs pruned session, max |diff| on 256 test images: %.2e" % diff)
+    print("files: %s, %s" % (paths["baseline"], paths["slim"]))
 
 
 if __name__ == "__main__":
