@@ -123,34 +123,43 @@ def test_failing_and_nan_eval_fn_are_recorded(tmp_path):
                 lambda gd: 1 / 0, progress=None)
 
 
-@pytest.mark.parametrize("make_optimizer", [
-    lambda: tf.train.AdamOptimizer(0.05),
-    lambda: tf.train.MomentumOptimizer(0.05, 0.9),
-    lambda: tf.train.RMSPropOptimizer(0.01),
-    lambda: tf.train.AdagradOptimizer(0.1),
-    lambda: tf.train.AdadeltaOptimizer(1.0),
-    lambda: tf.train.FtrlOptimizer(0.1),
-    lambda: tf.train.ProximalGradientDescentOptimizer(0.1, l1_regularization_strength=0.01),
-])
-def test_zeros_survive_fine_tuning(tmp_path, make_optimizer):
+OPTIMIZERS = {
+    "adam": lambda: tf.train.AdamOptimizer(0.05),
+    "momentum": lambda: tf.train.MomentumOptimizer(0.05, 0.9),
+    "rmsprop": lambda: tf.train.RMSPropOptimizer(0.01, momentum=0.5),
+    "adagrad": lambda: tf.train.AdagradOptimizer(0.1),
+    "adadelta": lambda: tf.train.AdadeltaOptimizer(1.0),
+    "ftrl": lambda: tf.train.FtrlOptimizer(0.1, l2_regularization_strength=0.01),
+    "proximal": lambda: tf.train.ProximalGradientDescentOptimizer(0.1, l1_regularization_strength=0.01),
+}
+
+
+@pytest.mark.parametrize("train_op_built", ["before_prune", "after_prune"])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_zeros_survive_fine_tuning(tmp_path, name, train_op_built):
+    """Slots with history from training before prune() (and weight decay) must not revive pruned weights."""
     graph, sess, info = seed_model()
     with graph.as_default():
         labels = tf.placeholder(tf.int64, [None])
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=info.model.output))
         loss += 1e-2 * tf.add_n([tf.nn.l2_loss(v) for v in tf.trainable_variables()])   # weight decay
-        optimizer = make_optimizer()                        # created before prune()
-        runner = IterativePruningRunner("t", sess, SPECS, OUT, workspace=str(tmp_path))
-        runner.ana(eval_fn, progress=None)
-        _, masks = runner.prune(sparsity=0.5)
+        optimizer = OPTIMIZERS[name]()                      # created before prune()
         train = optimizer.minimize(loss)
         sess.run(tf.variables_initializer(optimizer.variables()))
         feed = {"input_1:0": X, labels: np.arange(6) % 10}
+        for _ in range(5):
+            sess.run(train, feed)                           # slot history
+        runner = IterativePruningRunner("t", sess, SPECS, OUT, workspace=str(tmp_path))
+        runner.ana(eval_fn, progress=None)
+        _, masks = runner.prune(sparsity=0.5)
+        if train_op_built == "after_prune":
+            train = optimizer.minimize(loss)                # same optimizer and slots
         for _ in range(25):
             sess.run(train, feed)
-        for name, mask in masks.items():
-            value = sess.run(runner.variables[name])
-            assert np.all(value[mask == 0] == 0), name
-            assert np.any(value[mask == 1] != 0), name
+        for n, mask in masks.items():
+            value = sess.run(runner.variables[n])
+            assert np.all(value[mask == 0] == 0), n
+            assert np.any(value[mask == 1] != 0), n
         slim_equals_session(runner, sess, runner.get_slim_graph_def())
 
 
@@ -276,3 +285,34 @@ def test_kill_9_loses_at_most_unsaved_evaluations(tmp_path):
         runner = IterativePruningRunner("k9", sess, SPECS, OUT, workspace=str(tmp_path))
         runner.ana(lambda gd: calls.append(1) or eval_fn(gd), progress=None)
     assert len(calls) == 18 - done
+
+
+def test_user_executor_and_session_hook(tmp_path):
+    import concurrent.futures
+    graph, sess, info = seed_model()
+    with graph.as_default():
+        runner = IterativePruningRunner("x", sess, SPECS, OUT, workspace=str(tmp_path / "seq"))
+        seq = runner.ana(eval_fn, progress=None, ratios=(0.2, 0.7))
+        runner.workspace = str(tmp_path / "threads")
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            threaded = runner.ana(eval_fn, executor=pool, progress=None, ratios=(0.2, 0.7))
+        assert threaded.results == seq.results
+        _, masks = runner.prune(sparsity=0.5)
+        labels = tf.placeholder(tf.int64, [None])
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=info.model.output))
+        variables = [runner.variables[n] for n in masks]
+        # bypasses the optimizer wrapper, and moves every weight (a pruned weight's gradient alone is 0):
+        # only apply_masks_op / the hook keep the zeros
+        train = tf.group(*[v.assign_sub(0.1 * g + 0.01) for v, g in zip(variables, tf.gradients(loss, variables))])
+        feed = {"input_1:0": X, labels: np.arange(6) % 10}
+        sess.run(train, feed)
+        assert any(np.any(sess.run(runner.variables[n])[m == 0] != 0) for n, m in masks.items())
+        sess.run(runner.apply_masks_op)
+        for name, mask in masks.items():
+            assert np.all(sess.run(runner.variables[name])[mask == 0] == 0), name
+        with tf.train.MonitoredTrainingSession(hooks=[runner.mask_hook()]) as mon:   # re-initialises weights
+            for _ in range(3):
+                mon.run(train, feed)
+            values = {n: mon.run(runner.variables[n]) for n in masks}
+        for name, mask in masks.items():
+            assert np.all(values[name][mask == 0] == 0) and np.any(values[name][mask == 1] != 0), name

@@ -6,8 +6,9 @@ TensorFlow loads.
 """
 import math
 import os
+import threading
 
-_STATE = {}
+_STATE = threading.local()   # per worker thread: a user's executor may be a thread pool
 
 
 def init(device_queue):
@@ -16,19 +17,18 @@ def init(device_queue):
     kind, _, index = device.strip("/").partition(":")
     os.environ["CUDA_VISIBLE_DEVICES"] = index if kind.upper() == "GPU" else ""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _STATE["device"] = device
 
 
 def _graph(path, digest):
-    if _STATE.get("digest") != digest:
+    """The graph at ``path``, read once per worker thread (and again for another digest)."""
+    if getattr(_STATE, "digest", None) != digest:
         import tensorflow.compat.v1 as tf
         tf.disable_eager_execution()
         graph_def = tf.GraphDef()
         with open(path, "rb") as f:
             graph_def.ParseFromString(f.read())
-        _STATE.update(digest=digest, graph_def=graph_def,
-                      nodes={n.name: n for n in graph_def.node})
-    return _STATE["graph_def"], _STATE["nodes"]
+        _STATE.digest, _STATE.graph_def, _STATE.nodes = digest, graph_def, {n.name: n for n in graph_def.node}
+    return _STATE.graph_def, _STATE.nodes
 
 
 def evaluate(path, digest, eval_fn, patches):

@@ -97,13 +97,17 @@ class MaskSet:
 
 
 class MaskHook(tf.train.SessionRunHook):
-    """Re-applies the masks after every step (MonitoredTrainingSession, Estimator)."""
+    """Loads the masks into the session it creates and re-applies them after every step
+    (MonitoredTrainingSession, Estimator)."""
 
     def __init__(self, mask_set):
-        self._apply_op = mask_set.apply_op
+        self._mask_set = mask_set
+
+    def after_create_session(self, session, coord):
+        self._mask_set.load(session, self._mask_set.values())
 
     def after_run(self, run_context, run_values):
-        run_context.session.run(self._apply_op)
+        run_context.session.run(self._mask_set.apply_op)
 
 
 def _reset_keras_train_functions(graph):
