@@ -284,7 +284,7 @@ class Analysis:
             if len(roots) else np.zeros(0, np.int64)
         self.num_units = len(self.unit_of_root)
         self.group_of_unit = {u: g.id for g in self.groups for u in g.units}
-        self.segments = self._segments(ctx)
+        self.segments = self._segments(ctx, roots)
         from tf1prune import blocks  # local import: blocks reads a finished analysis
         self.blocks = blocks.find_blocks(self)
         self.excludes = list(excludes)
@@ -344,10 +344,10 @@ class Analysis:
                 self.unit_of_root[r] = next_unit
                 next_unit += 1
 
-    def _segments(self, ctx):
+    def _segments(self, ctx, roots):
         """Per group, the unit sets that must each keep a channel: every producer and split part."""
-        parts = [ctx.uf.roots()[sp.start:sp.start + sp.size] for sp in ctx.spaces if sp.size]
-        parts += [np.array([ctx.uf.find(int(e)) for e in p]) for r in ctx.rewrites if r[0] == "split" for p in r[3]]
+        parts = [roots[sp.start:sp.start + sp.size] for sp in ctx.spaces if sp.size]
+        parts += [roots[p] for r in ctx.rewrites if r[0] == "split" for p in r[3]]
         segments = collections.defaultdict(list)
         for roots in parts:   # a part across groups keeps a channel in each group's piece
             pieces = collections.defaultdict(set)
