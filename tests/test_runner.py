@@ -42,6 +42,13 @@ def seed_model(learning_phase=None, seed=0, num_classes=10):
     return graph, sess, info
 
 
+def classification_loss(info):
+    """Labels placeholder and cross-entropy of the model's logits."""
+    labels = tf.placeholder(tf.int64, [None])
+    return labels, tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                                                 logits=info.model.output))
+
+
 def slim_equals_session(runner, sess, graph_def):
     expected = sess.run("dense/BiasAdd:0", {"input_1:0": X})
     got = run_graph(graph_def, {"input_1:0": X}, ["dense/BiasAdd:0"])[0]
@@ -140,8 +147,7 @@ def test_zeros_survive_fine_tuning(tmp_path, name, train_op_built):
     """Slots with history from training before prune() (and weight decay) must not revive pruned weights."""
     graph, sess, info = seed_model()
     with graph.as_default():
-        labels = tf.placeholder(tf.int64, [None])
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=info.model.output))
+        labels, loss = classification_loss(info)
         loss += 1e-2 * tf.add_n([tf.nn.l2_loss(v) for v in tf.trainable_variables()])   # weight decay
         optimizer = OPTIMIZERS[name]()                      # created before prune()
         train = optimizer.minimize(loss)
@@ -169,8 +175,7 @@ def test_train_op_built_before_prune_and_keras_fit(tmp_path):
     with graph.as_default(), sess.as_default():   # as in the seed: Keras trains in the default session
         info.model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         info.model.fit(X, np.arange(6) % 10, epochs=1, verbose=0)      # baseline training before prune()
-        labels = tf.placeholder(tf.int64, [None])
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=info.model.output))
+        labels, loss = classification_loss(info)
         optimizer = tf.train.AdamOptimizer(0.05)
         early_train = optimizer.minimize(loss)                 # built before prune()
         sess.run(tf.variables_initializer(optimizer.variables()))
@@ -298,14 +303,16 @@ def test_user_executor_and_session_hook(tmp_path):
             threaded = runner.ana(eval_fn, executor=pool, progress=None, ratios=(0.2, 0.7))
         assert threaded.results == seq.results
         _, masks = runner.prune(sparsity=0.5)
-        labels = tf.placeholder(tf.int64, [None])
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=info.model.output))
+        labels, loss = classification_loss(info)
         variables = [runner.variables[n] for n in masks]
         # bypasses the optimizer wrapper, and moves every weight (a pruned weight's gradient alone is 0):
         # only apply_masks_op / the hook keep the zeros
         train = tf.group(*[v.assign_sub(0.1 * g + 0.01) for v, g in zip(variables, tf.gradients(loss, variables))])
         feed = {"input_1:0": X, labels: np.arange(6) % 10}
-        sess.run(train, feed)
+        sess.run(train, feed)                 # the session sees the write and re-masks
+        for name, mask in masks.items():
+            assert np.all(sess.run(runner.variables[name])[mask == 0] == 0), name
+        tf.Session.run(sess, train, feed)     # unwrapped run, as a custom loop on another handle would do
         assert any(np.any(sess.run(runner.variables[n])[m == 0] != 0) for n, m in masks.items())
         sess.run(runner.apply_masks_op)
         for name, mask in masks.items():

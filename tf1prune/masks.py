@@ -1,14 +1,14 @@
 """Masks that keep pruned weights at exactly zero while the user's optimizer trains.
 
 Each masked variable gets a 0/1 mask variable (created once per graph, in no
-standard collection, so savers and initializers ignore it).  Importing tf1prune
-wraps ``apply_gradients`` of ``tf.compat.v1.train.Optimizer`` and of tf_keras'
+standard collection, so savers and initializers ignore it).  :func:`install` (run by
+every runner) wraps ``apply_gradients`` of ``tf.compat.v1.train.Optimizer`` and of tf_keras'
 ``OptimizerV2``: gradients are masked, and after the update the variables are
 multiplied by their masks, so optimizer slots (Adam moments), weight decay and
 any other update cannot bring a pruned weight back.
 
-Train ops built before the masks existed are covered by :meth:`MaskSet.attach`
-(the session re-applies the masks after running one) or, for
+Runs that write masked variables without them (train ops built before the masks,
+initializers, restores) are followed by a re-masking (:meth:`MaskSet.attach`) or, for
 ``MonitoredTrainingSession``/Estimator, by :class:`MaskHook`; custom loops can
 run :attr:`MaskSet.apply_op` themselves.
 
@@ -28,7 +28,9 @@ from tensorflow.python.util import nest
 
 COLLECTION = "tf1prune_masks"
 _MASK_SETS = weakref.WeakKeyDictionary()     # graph -> MaskSet
-_UNMASKED_TRAIN_OPS = weakref.WeakKeyDictionary()   # graph -> names of train ops built without masks
+_MASKED_OPS = set()   # names of ops that already re-apply the masks (masked train ops, apply ops)
+_WRITE_OPS = ("Assign", "AssignAdd", "AssignSub", "AssignVariableOp", "AssignAddVariableOp",
+              "AssignSubVariableOp", "ScatterUpdate", "ResourceScatterUpdate")
 
 
 class MaskSet:
@@ -58,7 +60,9 @@ class MaskSet:
         with self.graph.as_default(), tf.control_dependencies(list(after)):
             updates = [tf.assign(self.variables[n], self.variables[n] * self.masks[n]) if _is_ref(self.variables[n])
                        else self.variables[n].assign(self.variables[n] * self.masks[n]) for n in names]
-            return tf.group(*updates, name="tf1prune_apply_masks")
+            group = tf.group(*updates, name="tf1prune_apply_masks")
+        _MASKED_OPS.add(group.name)
+        return group
 
     def load(self, sess, values):
         """Set the masks (variables not named keep all ones) and zero the masked weights now."""
@@ -78,22 +82,44 @@ class MaskSet:
         return name if name in self.variables else None
 
     def attach(self, sess):
-        """Make ``sess.run`` re-apply the masks after running a train op built before the masks,
-        and make tf_keras models of the graph rebuild their train step (with masks) at next fit."""
+        """Make ``sess.run`` re-apply the masks after a run that writes a masked variable without
+        them (a train op built before the masks, an initializer, a restore), and make tf_keras
+        models of the graph rebuild their train step (with masks) at their next fit."""
         _reset_keras_train_functions(self.graph)
         if getattr(sess, "_tf1prune_masked", False):
             return
-        run = sess.run
+        run, memo = sess.run, {}
 
         @functools.wraps(run)
         def masked_run(fetches, *args, **kwargs):
             result = run(fetches, *args, **kwargs)
-            stale = _UNMASKED_TRAIN_OPS.get(self.graph)
-            if stale and any(getattr(f, "name", None) in stale for f in nest.flatten(fetches)):
+            if any(self._writes_unmasked(f, memo) for f in nest.flatten(fetches)):
                 run(self.apply_op)
             return result
         sess.run = masked_run
         sess._tf1prune_masked = True
+
+    def _writes_unmasked(self, fetch, memo):
+        """Does running ``fetch`` write a masked variable, other than through a masked train op?"""
+        try:
+            op = self.graph.as_graph_element(fetch)
+        except (TypeError, ValueError, KeyError):
+            return False
+        op = getattr(op, "op", op)
+        key = (op.name, self.graph.version)
+        if key not in memo:
+            targets = {v.op.name for v in self.variables.values()}
+            seen, stack, hit = set(), [op], False
+            while stack and not hit:
+                cur = stack.pop()
+                if cur.name in seen or cur.name in _MASKED_OPS:
+                    continue
+                seen.add(cur.name)
+                hit = _is_write(cur) and cur.inputs and cur.inputs[0].op.name in targets
+                stack.extend(t.op for t in cur.inputs)
+                stack.extend(cur.control_inputs)
+            memo[key] = hit
+        return memo[key]
 
 
 class MaskHook(tf.train.SessionRunHook):
@@ -123,6 +149,11 @@ def _reset_keras_train_functions(graph):
                 obj.train_function = None
 
 
+def _is_write(op):
+    return op.type in _WRITE_OPS or op.type.startswith(("Apply", "ResourceApply", "SparseApply",
+                                                         "ResourceSparseApply"))
+
+
 def _is_ref(var):
     return var.dtype._is_ref_dtype  # pylint: disable=protected-access
 
@@ -141,17 +172,15 @@ def _wrap(apply_gradients):
                               for (g, v), n in zip(grads_and_vars, names)]
         train_op = apply_gradients(self, grads_and_vars, *args, **kwargs)
         masked = [n for n in names if n]
-        if mask_set is None:
-            _UNMASKED_TRAIN_OPS.setdefault(graph, set()).add(train_op.name)
-            return train_op
-        if not masked:
+        if mask_set is None or not masked:
             return train_op
         with graph.as_default():
             apply = mask_set._apply(masked, after=[train_op])
-            if isinstance(train_op, tf.Operation):
-                return apply
-            with tf.control_dependencies([apply]):
-                return tf.identity(train_op)
+            if not isinstance(train_op, tf.Operation):
+                with tf.control_dependencies([apply]):
+                    apply = tf.identity(train_op)
+        _MASKED_OPS.add(apply.name)
+        return apply
     wrapper._tf1prune = True
     return wrapper
 
