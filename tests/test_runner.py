@@ -323,3 +323,17 @@ def test_user_executor_and_session_hook(tmp_path):
             values = {n: mon.run(runner.variables[n]) for n in masks}
         for name, mask in masks.items():
             assert np.all(values[name][mask == 0] == 0) and np.any(values[name][mask == 1] != 0), name
+
+
+def test_uniform_strategy_needs_no_analysis(tmp_path):
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = IterativePruningRunner("u", sess, SPECS, OUT, workspace=str(tmp_path))
+        runner.prune(sparsity=0.5, strategy="uniform")
+        ratios = [g["ratio"] for g in runner.spec.groups]
+        before, after = runner.report()
+        assert abs((1 - after.macs / before.macs) - 0.5) <= 0.01
+        assert max(ratios) - min(ratios) < 0.2, ratios
+        with pytest.raises(tf1prune.Tf1PruneError, match="strategy"):
+            runner.prune(threshold=0.1, strategy="uniform")
+        slim_equals_session(runner, sess, runner.get_slim_graph_def())

@@ -101,10 +101,12 @@ class IterativePruningRunner:
         return spec_lib.rank_units(analysis, scores, pruned)
 
     # --- prune ------------------------------------------------------------
-    def prune(self, sparsity=None, threshold=None, max_attemp=10, max_attempt=None):
+    def prune(self, sparsity=None, threshold=None, max_attemp=10, max_attempt=None, strategy="sensitivity"):
         """Prune in place to a MACs ``sparsity`` or a relative metric-drop ``threshold``.
 
-        ``sparsity`` wins over ``threshold``.  ``max_attemp``/``max_attempt`` are accepted for
+        ``sparsity`` wins over ``threshold``.  ``strategy="sensitivity"`` (default) prunes the
+        groups that ``ana`` found least sensitive most; ``"uniform"`` prunes the same ratio of
+        every group (no ``ana`` needed; see BENCHMARKS.md for when it fine-tunes better).  ``max_attemp``/``max_attempt`` are accepted for
         compatibility: the MACs target is solved on an exact model of the slim graph, no retries.
         Returns ``(shape_tensors, masks)``: node name -> NodeDef of the slim graph's rewritten
         shape nodes, and variable name -> 0/1 mask.  Channels pruned earlier stay pruned.
@@ -115,14 +117,17 @@ class IterativePruningRunner:
             raise Tf1PruneError("sparsity must be in (0, 1), got %r" % sparsity)
         if sparsity is None and not 0 <= threshold <= 1:
             raise Tf1PruneError("threshold must be in [0, 1], got %r" % threshold)
+        if strategy not in ("sensitivity", "uniform") or (strategy == "uniform" and sparsity is None):
+            raise Tf1PruneError("strategy must be 'sensitivity', or 'uniform' with a sparsity")
         analysis = self._refresh()
-        sens = self._sensitivity(analysis)
+        sens = self._sensitivity(analysis) if strategy == "sensitivity" else None
         pruned = None if self.spec is None else ~self.spec.keep_mask(analysis)
         order = self._order(analysis, pruned)
         cap = {g["id"]: len(g["keep"]) for g in self.spec.groups} if self.spec is not None else None
         if sparsity is not None:
             counts = spec_lib.solve_sparsity(analysis, order, sparsity, self.channel_divisible,
-                                             _sensitivity_counts(analysis, sens, self.channel_divisible), cap)
+                                             sens and _sensitivity_counts(analysis, sens, self.channel_divisible),
+                                             cap)
             tag = "sparsity_%g" % sparsity
         else:
             counts = _threshold_counts(analysis, sens, threshold, self.channel_divisible)
