@@ -131,6 +131,7 @@ def test_failing_and_nan_eval_fn_are_recorded(tmp_path):
 
 
 OPTIMIZERS = {
+    "sgd": lambda: tf.train.GradientDescentOptimizer(0.1),
     "adam": lambda: tf.train.AdamOptimizer(0.05),
     "momentum": lambda: tf.train.MomentumOptimizer(0.05, 0.9),
     "rmsprop": lambda: tf.train.RMSPropOptimizer(0.01, momentum=0.5),
@@ -337,3 +338,33 @@ def test_uniform_strategy_needs_no_analysis(tmp_path):
         with pytest.raises(tf1prune.Tf1PruneError, match="strategy"):
             runner.prune(threshold=0.1, strategy="uniform")
         slim_equals_session(runner, sess, runner.get_slim_graph_def())
+
+
+def test_ref_variables(tmp_path):
+    """tf.get_variable ref variables (VariableV2) are masked like resource variables."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, (None, 8, 8, 3), name="x")
+        with tf.variable_scope("net", use_resource=False):
+            y = tf.nn.relu(tf.nn.conv2d(x, tf.get_variable("w1", [3, 3, 3, 8]), [1, 1, 1, 1], "SAME"))
+            y = tf.nn.relu(tf.nn.conv2d(y, tf.get_variable("w2", [3, 3, 8, 8]), [1, 1, 1, 1], "SAME"))
+            logits = tf.matmul(tf.reduce_mean(y, [1, 2]), tf.get_variable("fc", [8, 4]), name="logits")
+        loss = tf.reduce_mean(tf.square(logits)) + 1e-2 * tf.add_n([tf.nn.l2_loss(v) for v in tf.trainable_variables()])
+        optimizer = tf.train.MomentumOptimizer(0.1, 0.9)
+        train = optimizer.minimize(loss)
+        sess = tf.Session(graph=graph)
+        sess.run(tf.global_variables_initializer())
+        feed = {"x:0": np.random.RandomState(0).rand(4, 8, 8, 3)}
+        for _ in range(3):
+            sess.run(train, feed)
+        runner = IterativePruningRunner("ref", sess, {"x:0": ((1, 8, 8, 3), "float32")}, [logits.op.name],
+                                        workspace=str(tmp_path))
+        assert runner.variables["net/w1"].dtype._is_ref_dtype
+        _, masks = runner.prune(sparsity=0.5, strategy="uniform")
+        for _ in range(10):
+            sess.run(train, feed)
+        for name, mask in masks.items():
+            assert np.all(sess.run(runner.variables[name])[mask == 0] == 0), name
+        expected = sess.run(logits, feed)
+        got = run_graph(runner.get_slim_graph_def(), feed, [logits.name])[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
