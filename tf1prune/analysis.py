@@ -360,9 +360,6 @@ class Analysis:
         return segments
 
     # --- queries ---------------------------------------------------------
-    def units(self, elems):
-        return self.unit_of[elems]
-
     def kept_positions(self, elems, keep_units):
         """Boolean mask over the positions of ``elems`` given a kept-unit mask."""
         return keep_units[self.unit_of[elems]]
