@@ -20,6 +20,7 @@ setup(
         "console_scripts": [
             "tf1prune-analyze=tf1prune.cli.analyze:run",
             "tf1prune-convert=tf1prune.cli.convert:run",
+            "tf1prune-strip-checkpoint=tf1prune.cli.strip_checkpoint:run",
         ],
     },
 )

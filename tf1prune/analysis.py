@@ -34,8 +34,8 @@ Binding = collections.namedtuple("Binding", "elems role")
 Layer = collections.namedtuple("Layer", "node kind factor dims kernel")
 ZERO_ROLES = ("kernel", "bias", "bn_scale", "bn_offset")
 # Ops that read a shape constant, and at which input (None: any input).
-SHAPE_INPUTS = {"Reshape": 1, "Fill": 0, "RandomUniform": 0, "RandomStandardNormal": 0, "TruncatedNormal": 0,
-                "Pack": None, "Identity": 0, "Cast": 0}
+SHAPE_INPUTS = dict({"Reshape": 1, "Pack": None, "Identity": 0, "Cast": 0},
+                    **{op: 0 for op, rule in ops.REGISTRY.items() if rule.param == "shape"})
 
 
 class Group:

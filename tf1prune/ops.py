@@ -102,7 +102,7 @@ def _elementwise(ctx, node):
 
 
 def _random_like(ctx, node):
-    """Random noise shaped by ``Shape(x)`` carries x's channels (dropout masks)."""
+    """Noise or a fill shaped by ``Shape(x)`` carries x's channels (dropout masks, ones_like)."""
     shape_node = ctx.view.nodes[node_of(ctx.inputs(node)[0])]
     if shape_node.op == "Shape":
         inf = ctx.get(ctx.inputs(shape_node)[0])
@@ -426,7 +426,9 @@ register("ReadVariableOp", _nothing, "pass")
 register(UNARY, _passthrough, "pass")
 register("IdentityN", _passthrough)
 register(BINARY, _elementwise, "elementwise")
-register("RandomUniform RandomStandardNormal TruncatedNormal", _random_like, "shape")
+register("RandomUniform RandomStandardNormal TruncatedNormal Fill StatelessRandomUniform StatelessRandomNormal "
+         "StatelessTruncatedNormal StatelessRandomUniformV2 StatelessRandomNormalV2 StatelessTruncatedNormalV2",
+         _random_like, "shape")
 register("Conv2D", _conv2d)
 register("DepthwiseConv2dNative", _depthwise)
 register("MatMul", _matmul)

@@ -222,24 +222,10 @@ class IterativePruningRunner:
 def zeroed_units(analysis, masks=None):
     """Prunable units whose every kernel slice is zero: in ``masks`` (variable -> 0/1) if given,
     else in the graph's constants."""
-    values = importance.const_values(analysis)
+    values = None
     if masks is not None:
         values = lambda n: masks[n] if n in masks else np.ones(analysis.view.shape(n + ":0"))
-    zero = np.ones(analysis.num_units, bool)
-    seen = np.zeros(analysis.num_units, bool)
-    for name, axes in analysis.bindings.items():
-        for axis, b in axes.items():
-            if b.role == "kernel":
-                w = np.abs(np.asarray(values(name)))
-                nonzero = w.sum(axis=tuple(a for a in range(w.ndim) if a != axis)) != 0
-                units = analysis.unit_of[b.elems]
-                np.logical_and.at(zero, units, ~nonzero)
-                seen[units] = True
-    prunable = np.zeros(analysis.num_units, bool)
-    for g in analysis.groups:
-        if g.prunable:
-            prunable[g.units] = True
-    return zero & seen & prunable
+    return importance.zeroed_units(analysis, values)
 
 
 def _higher(path):

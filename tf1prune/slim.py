@@ -62,15 +62,43 @@ def sparse_graph_def(analysis, keep):
 def slim_graph_def(analysis, keep, validate=True):
     """Graph with the pruned channels removed; raises if TensorFlow rejects a shape."""
     graph_def = copy.deepcopy(analysis.view.graph_def)
+    _check_frozen(analysis, _const_nodes(graph_def))
+    shrink(graph_def, analysis, keep)
+    drop_stale_shapes(graph_def)
+    strip_unused_functions(graph_def)
+    if validate:
+        try:
+            GraphView(graph_def, analysis.view.input_specs, analysis.view.output_node_names)
+        except Tf1PruneError as e:
+            raise Tf1PruneError("internal error, slim graph rejected by TensorFlow (please report): %s" % e)
+    return graph_def
+
+
+def shrink(graph_def, analysis, keep, bindings=None, rewrites=None):
+    """In place: slice bound constants, shrink bound variables' ``shape``, rewrite shape constants.
+
+    ``bindings``/``rewrites`` default to the analysis'; nodes missing from ``graph_def`` are skipped.
+    """
     nodes = _const_nodes(graph_def)
-    _check_frozen(analysis, nodes)
-    for name, axes in analysis.bindings.items():
-        value = _value(nodes[name])
-        for axis, binding in axes.items():
-            value = np.compress(analysis.kept_positions(binding.elems, keep), value, axis=axis)
-        _set_value(nodes[name], value)
+    bindings = analysis.bindings if bindings is None else bindings
+    for name, axes in bindings.items():
+        node = nodes.get(name)
+        if node is None:
+            continue
+        if node.op == "Const":
+            value = _value(node)
+            for axis, binding in axes.items():
+                value = np.compress(analysis.kept_positions(binding.elems, keep), value, axis=axis)
+            _set_value(node, value)
+        else:   # a variable: VariableV2 / VarHandleOp / Variable
+            dims = [d.size for d in node.attr["shape"].shape.dim]
+            for axis, binding in axes.items():
+                dims[axis] = int(np.count_nonzero(analysis.kept_positions(binding.elems, keep)))
+            node.attr["shape"].shape.CopyFrom(tf.TensorShape(dims).as_proto())
     shape_values = {}
-    for kind, name, index, elems in analysis.rewrites:
+    for kind, name, index, elems in analysis.rewrites if rewrites is None else rewrites:
+        if name not in nodes:
+            continue
         if kind == "const_elem":
             count = int(np.count_nonzero(analysis.kept_positions(elems, keep)))
             key = (name, index)
@@ -85,13 +113,6 @@ def slim_graph_def(analysis, keep, validate=True):
         elif kind == "split":
             _rewrite_split(graph_def, nodes, nodes[name],
                            [int(np.count_nonzero(analysis.kept_positions(p, keep))) for p in elems])
-    _drop_stale_shapes(graph_def)
-    strip_unused_functions(graph_def)
-    if validate:
-        try:
-            GraphView(graph_def, analysis.view.input_specs, analysis.view.output_node_names)
-        except Tf1PruneError as e:
-            raise Tf1PruneError("internal error, slim graph rejected by TensorFlow (please report): %s" % e)
     return graph_def
 
 
@@ -116,7 +137,7 @@ def strip_unused_functions(graph_def):
     return graph_def
 
 
-def _drop_stale_shapes(graph_def):
+def drop_stale_shapes(graph_def):
     """Remove recorded shapes (node, call-op and function-argument shape hints)."""
     for node in graph_def.node:
         node.attr.pop("_output_shapes", None)

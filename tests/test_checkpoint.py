@@ -1,0 +1,353 @@
+"""Slim checkpoints and soft filter pruning on meta graph + checkpoint pairs."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import example_models
+from helpers import randomize_bn_and_biases, run_graph, session_config
+from tf1prune import checkpoint, importance, sfp, slim, spec as spec_lib
+from tf1prune.analysis import analyze
+from tf1prune.cli import strip_checkpoint as strip_cli
+from tf1prune.errors import Tf1PruneError
+
+BATCH = 4
+
+
+def _train_and_save(graph, sess, loss, train_op, feeds_fn, path, steps=2):
+    for step in range(steps):
+        sess.run(train_op, feeds_fn(step))
+    with graph.as_default():
+        return tf.train.Saver().save(sess, path, global_step=tf.train.get_global_step())
+
+
+def _keras_checkpoint(folder):
+    """mobilenet_v2_se (resource variables, Keras BN, SE) trained 2 Adam steps."""
+    graph = tf.Graph()
+    with graph.as_default():
+        info = example_models.build("mobilenet_v2_se", seed=3)
+        labels = tf.placeholder(tf.int64, [None], name="labels")
+        logits = info.model.outputs[0]
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits),
+                              name="loss")
+        step = tf.train.get_or_create_global_step()
+        train_op = tf.train.AdamOptimizer(1e-2).minimize(loss, global_step=step)
+        sess = tf.Session(config=session_config())
+        sess.run(tf.global_variables_initializer())
+    randomize_bn_and_biases(sess, 0)
+    rng = np.random.RandomState(0)
+    feeds = lambda i: {info.input_name: rng.standard_normal((BATCH, 28, 28, 1)).astype(np.float32),  # noqa: E731
+                       "labels:0": rng.randint(0, 10, BATCH)}
+    prefix = _train_and_save(graph, sess, loss, train_op, feeds, os.path.join(folder, "model.ckpt"))
+    sess.close()
+    return dict(prefix=prefix, meta=prefix + ".meta", outputs=[info.output_node_names[0], "loss"],
+                logits=info.output_node_names[0], input=info.input_name)
+
+
+def _ref_checkpoint(folder):
+    """Hand-written convnet with ref variables (VariableV2), fused BN, a residual add, Momentum."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, 12, 12, 3], name="x")
+        labels = tf.placeholder(tf.int64, [None], name="labels")
+        with tf.variable_scope("net", use_resource=False):
+            def conv_bn(h, cout, name):
+                with tf.variable_scope(name):
+                    k = tf.get_variable("kernel", [3, 3, h.shape[-1], cout])
+                    h = tf.nn.conv2d(h, k, [1, 1, 1, 1], "SAME")
+                    gamma = tf.get_variable("gamma", [cout], initializer=tf.ones_initializer())
+                    beta = tf.get_variable("beta", [cout], initializer=tf.zeros_initializer())
+                    mean = tf.get_variable("moving_mean", [cout], initializer=tf.zeros_initializer(),
+                                           trainable=False)
+                    var = tf.get_variable("moving_variance", [cout], initializer=tf.ones_initializer(),
+                                          trainable=False)
+                    h, _, _ = tf.nn.fused_batch_norm(h, gamma, beta, mean, var, is_training=False)
+                    return tf.nn.relu(h)
+            a = conv_bn(x, 12, "c1")
+            b = conv_bn(a, 16, "c2")
+            c = conv_bn(b, 16, "c3") + conv_bn(a, 16, "c4")
+            pooled = tf.reduce_mean(c, [1, 2])
+            w = tf.get_variable("dense/kernel", [16, 5])
+            bias = tf.get_variable("dense/bias", [5], initializer=tf.zeros_initializer())
+            logits = tf.nn.bias_add(tf.matmul(pooled, w), bias, name="logits")
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits),
+                              name="loss")
+        step = tf.train.get_or_create_global_step()
+        train_op = tf.train.MomentumOptimizer(0.05, 0.9).minimize(loss, global_step=step)
+        sess = tf.Session(config=session_config())
+        sess.run(tf.global_variables_initializer())
+    randomize_bn_and_biases(sess, 1)
+    rng = np.random.RandomState(1)
+    feeds = lambda i: {"x:0": rng.standard_normal((BATCH, 12, 12, 3)).astype(np.float32),  # noqa: E731
+                       "labels:0": rng.randint(0, 5, BATCH)}
+    prefix = _train_and_save(graph, sess, loss, train_op, feeds, os.path.join(folder, "model.ckpt"))
+    sess.close()
+    return dict(prefix=prefix, meta=prefix + ".meta", outputs=["net/logits", "loss"], logits="net/logits",
+                input="x:0")
+
+
+@pytest.fixture(scope="module", params=["keras", "ref"])
+def trained(request, tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp(request.param))
+    return (_keras_checkpoint if request.param == "keras" else _ref_checkpoint)(folder)
+
+
+def _digests(folder):
+    return {f: hashlib.sha256(open(os.path.join(folder, f), "rb").read()).hexdigest()
+            for f in sorted(os.listdir(folder))}
+
+
+def _half_spec(model):
+    scores = importance.unit_scores(model.analysis, "l1", model.value)
+    order = spec_lib.rank_units(model.analysis, scores)
+    counts = {g.id: max(1, g.channels // 2) for g in model.analysis.groups if g.prunable}
+    return spec_lib.spec_from_counts(model.analysis, order, counts)
+
+
+def _input_feed(trained, seed=0):
+    shape = (3, 28, 28, 1) if trained["input"] != "x:0" else (3, 12, 12, 3)
+    return {trained["input"]: np.random.RandomState(seed).standard_normal(shape).astype(np.float32)}
+
+
+def _sparse_outputs(trained, spec, feeds):
+    """Outputs of the original model with the spec's pruned channels zeroed."""
+    frozen = checkpoint.freeze(trained["meta"], trained["prefix"], [trained["logits"]])
+    analysis = analyze(frozen, None, [trained["logits"]])
+    return run_graph(slim.sparse_graph_def(analysis, spec.keep_mask(analysis)), feeds,
+                     [trained["logits"] + ":0"])[0]
+
+
+def test_slim_checkpoint_equals_sparse_and_keeps_training(trained, tmp_path):
+    before = _digests(os.path.dirname(trained["prefix"]))
+    model = checkpoint.CheckpointModel(trained["meta"], trained["prefix"], trained["outputs"])
+    assert model.slots, "optimizer slots were not found"
+    spec = _half_spec(model)
+    keep = spec.keep_mask(model.analysis)
+    out = str(tmp_path / "slim")
+    result = checkpoint.strip_checkpoint(model, keep, out, output_graph=str(tmp_path / "slim.pb"))
+    assert _digests(os.path.dirname(trained["prefix"])) == before, "input checkpoint was modified"
+    assert result.after.macs < result.before.macs
+    assert tf.train.latest_checkpoint(out) == result.checkpoint
+    assert not [f for f in os.listdir(out) if f.startswith(".tf1prune-")], "staging folder left behind"
+
+    feeds = _input_feed(trained)
+    sparse = _sparse_outputs(trained, spec, feeds)
+    graph_def = tf.GraphDef()
+    with open(result.graph, "rb") as f:
+        graph_def.ParseFromString(f.read())
+    slim_out = run_graph(graph_def, feeds, [trained["logits"] + ":0"])[0]
+    np.testing.assert_allclose(slim_out, sparse, rtol=1e-4, atol=1e-4 * np.abs(sparse).max())
+
+    # every sliced variable and slot is the original sliced; other entries are copied
+    old, new = model.reader, tf.train.load_checkpoint(result.checkpoint)
+    axes_of = model.sliced_axes()
+    assert any("Adam" in k or "Momentum" in k for k in axes_of), "no optimizer slot was sliced"
+    for key, shape in new.get_variable_to_shape_map().items():
+        value = old.get_tensor(key)
+        for axis, b in axes_of.get(key, {}).items():
+            value = np.compress(model.analysis.kept_positions(b.elems, keep), value, axis=axis)
+        np.testing.assert_array_equal(new.get_tensor(key), value, err_msg=key)
+
+    # restore the slim meta graph + checkpoint, train one step with the same optimizer, save
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.train.import_meta_graph(result.meta_graph)
+        loss = graph.get_tensor_by_name("loss:0")
+        step = tf.train.get_global_step()
+        assert step is not None, "global_step was not kept"
+        opt = tf.train.AdamOptimizer(1e-2) if trained["input"] != "x:0" else tf.train.MomentumOptimizer(0.05, 0.9)
+        train_op = opt.minimize(loss, global_step=step)
+        saver = tf.train.Saver()
+        with tf.Session(config=session_config()) as sess:
+            saver.restore(sess, result.checkpoint)   # slots too: same names, sliced shapes
+            logits = sess.run(trained["logits"] + ":0", feeds)
+            np.testing.assert_allclose(logits, sparse, rtol=1e-4, atol=1e-4 * np.abs(sparse).max())
+            n = feeds[trained["input"]].shape[0]
+            sess.run(train_op, dict(feeds, **{"labels:0": np.arange(n) % 5}))
+            saved = saver.save(sess, str(tmp_path / "again" / "model.ckpt"), global_step=step)
+    again = tf.train.load_checkpoint(saved)
+    assert again.get_tensor("global_step") == old.get_tensor("global_step") + 1
+    for key, shape in new.get_variable_to_shape_map().items():
+        assert list(again.get_variable_to_shape_map()[key]) == list(shape), key
+
+
+def test_zeros_mode_removes_zeroed_channels(trained, tmp_path):
+    model = checkpoint.CheckpointModel(trained["meta"], trained["prefix"], trained["outputs"])
+    keep = model.keep_mask(spec=_half_spec(model))
+    values = {key: model.reader.get_tensor(key) for key in model.ckpt_shapes}
+    for var, axes in model.analysis.bindings.items():   # zero the dropped channels' kernels only
+        for axis, b in axes.items():
+            if b.role == "kernel":
+                index = [slice(None)] * values[model.key(var)].ndim
+                index[axis] = ~model.analysis.kept_positions(b.elems, keep)
+                values[model.key(var)][tuple(index)] = 0
+    zeroed = str(tmp_path / "zeroed" / "model.ckpt")
+    os.makedirs(os.path.dirname(zeroed))
+    checkpoint.write_checkpoint(zeroed, values, model.ckpt_dtypes)
+    zero_model = checkpoint.CheckpointModel(trained["meta"], zeroed, trained["outputs"])
+    np.testing.assert_array_equal(zero_model.keep_mask(zeros=True), keep)
+
+
+def test_bad_inputs_are_refused_and_nothing_is_written(trained, tmp_path):
+    folder = os.path.dirname(trained["prefix"])
+    before = _digests(folder)
+    out = str(tmp_path / "out")
+    corrupt = tmp_path / "corrupt.meta"
+    corrupt.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(Tf1PruneError, match="not a meta graph"):
+        checkpoint.strip(str(corrupt), trained["prefix"], out, zeros=True, output_node_names=trained["outputs"])
+    with pytest.raises(Tf1PruneError, match="cannot read checkpoint"):
+        checkpoint.strip(trained["meta"], str(tmp_path / "nothing"), out, zeros=True,
+                         output_node_names=trained["outputs"])
+    with pytest.raises(Tf1PruneError, match="not in the graph"):
+        checkpoint.strip(trained["meta"], trained["prefix"], out, zeros=True, output_node_names=["no_such_node"])
+    other = json.loads(json.dumps(_half_spec(checkpoint.CheckpointModel(
+        trained["meta"], trained["prefix"], trained["outputs"])).to_dict()))
+    other["graph_digest"] = "0" * 16
+    spec_path = tmp_path / "other.spec"
+    spec_path.write_text(json.dumps(other))
+    with pytest.raises(Tf1PruneError, match="another graph"):
+        checkpoint.strip(trained["meta"], trained["prefix"], out, spec=str(spec_path),
+                         output_node_names=trained["outputs"])
+    # a checkpoint that lacks a variable of the meta graph
+    reader = tf.train.load_checkpoint(trained["prefix"])
+    values = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "gamma" not in k}
+    partial = str(tmp_path / "partial" / "model.ckpt")
+    os.makedirs(os.path.dirname(partial))
+    checkpoint.write_checkpoint(partial, values)
+    with pytest.raises(Tf1PruneError, match="lacks variable"):
+        checkpoint.strip(trained["meta"], partial, out, zeros=True, output_node_names=trained["outputs"])
+    with pytest.raises(Tf1PruneError, match="holds the input checkpoint"):
+        checkpoint.strip(trained["meta"], trained["prefix"], folder, zeros=True,
+                         output_node_names=trained["outputs"])
+    assert not os.path.exists(out)
+    assert _digests(folder) == before
+
+
+def test_cli_strips_and_reports_errors(trained, tmp_path, capsys):
+    model = checkpoint.CheckpointModel(trained["meta"], trained["prefix"], trained["outputs"])
+    spec_path = str(tmp_path / "half.spec")
+    _half_spec(model).save(spec_path)
+    out = str(tmp_path / "cli")
+    argv = ["tf1prune-strip-checkpoint", "--input_meta_graph", trained["meta"], "--input_checkpoint",
+            os.path.dirname(trained["prefix"]), "--output_dir", out, "--spec", spec_path,
+            "--output_node_names", ",".join(trained["outputs"]), "--output_graph", out + "/slim.pb"]
+    assert strip_cli.main(argv) == 0
+    text = capsys.readouterr().out
+    macs = [int(v) for v in text.split("MACs:")[1].split("\n")[0].split("->")]
+    assert macs[1] < macs[0]
+    assert os.path.exists(out + "/slim.pb") and tf.train.latest_checkpoint(out)
+    assert strip_cli.main(argv[:-2] + ["--zeros"]) == 2
+    assert capsys.readouterr().err.strip() == "error: give exactly one of --spec or --zeros"
+    bad = argv[:2] + [trained["prefix"] + ".index"] + argv[3:]
+    assert strip_cli.main(bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a meta graph" in err[0]
+
+
+# --- soft filter pruning ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def keras_trained(tmp_path_factory):
+    return _keras_checkpoint(str(tmp_path_factory.mktemp("sfp")))
+
+
+def test_sfp_selects_only_block_internal_channels(keras_trained):
+    pruner = sfp.SoftFilterPruner(keras_trained["meta"], keras_trained["prefix"], [keras_trained["logits"]])
+    types = {b.type for b in pruner.blocks.values()}
+    assert types == {"inverted_residual", "squeeze_excitation"}
+    assert [name for name, _ in pruner.skipped] == ["block1"]   # no expand conv: shares the stem's channels
+    counts = []
+    for threshold in (0.9, 0.7, 0.5, 0.3):
+        pruner.set_threshold(threshold)
+        counts.append(sum(len(v) for v in pruner.select().values()))
+    assert counts == sorted(counts) and counts[0] < counts[-1], counts
+    for name, idx in pruner.select().items():
+        channels = pruner.model.analysis.groups[pruner.blocks[name].group].channels
+        assert len(idx) <= 0.75 * channels
+    scoped = sfp.SoftFilterPruner(keras_trained["meta"], keras_trained["prefix"], [keras_trained["logits"]],
+                                  scope_names=["block3_"])
+    assert sorted(scoped.blocks) == ["block3", "block3_se"]
+    with pytest.raises(Tf1PruneError, match="no prunable"):
+        sfp.SoftFilterPruner(keras_trained["meta"], keras_trained["prefix"], [keras_trained["logits"]],
+                             scope_names=["nowhere"])
+
+
+def test_sfp_redundancy_selects_duplicated_filters(keras_trained, tmp_path):
+    """A filter copied onto another (same kernel slices) is redundant at any threshold < 1."""
+    pruner = sfp.SoftFilterPruner(keras_trained["meta"], keras_trained["prefix"], [keras_trained["logits"]],
+                                  method="redundancy", threshold=0.999)
+    model = pruner.model
+    block = pruner.blocks["block4"]
+    units = np.array(model.analysis.groups[block.group].units)
+    values = {k: model.reader.get_tensor(k) for k in model.ckpt_shapes}
+    for var, axes in model.analysis.bindings.items():
+        for axis, b in axes.items():
+            pos = {int(u): j for j, u in enumerate(model.analysis.unit_of[b.elems])}
+            if b.role == "kernel" and int(units[0]) in pos:
+                v = np.moveaxis(values[model.key(var)], axis, 0)
+                v[pos[int(units[1])]] = 0.5 * v[pos[int(units[0])]]   # channel 1 = half of channel 0
+    path = str(tmp_path / "dup" / "model.ckpt")
+    os.makedirs(os.path.dirname(path))
+    checkpoint.write_checkpoint(path, values)
+    assert pruner.select(path)["block4"] == [1]
+
+
+def test_sfp_loop_hook_summary_and_strip(keras_trained, tmp_path):
+    pruner = sfp.SoftFilterPruner(keras_trained["meta"], keras_trained["prefix"], [keras_trained["logits"]],
+                                  threshold=0.6, output_dir=str(tmp_path / "round1"))
+    ckpt = pruner.soft_prune()
+    selected = pruner.selected
+    assert sum(map(len, selected.values())) > 0
+    assert json.load(open(str(tmp_path / "round1" / "sfp_filters.json")))["selected"] == selected
+    summary = pruner.summary(ckpt)
+    assert summary.failure_rate == 0.0   # freshly zeroed
+
+    # retrain from the soft-pruned checkpoint: without the hook the filters regrow
+    def retrain(start, folder, hook=None, steps=3):
+        graph = tf.Graph()
+        with graph.as_default():
+            saver = tf.train.import_meta_graph(keras_trained["meta"])
+            train_op = graph.get_collection(tf.GraphKeys.TRAIN_OP) or [graph.get_operation_by_name("Adam")]
+            hooks = [hook] if hook else []
+            rng = np.random.RandomState(5)
+            with tf.train.SingularMonitoredSession(hooks=hooks, config=session_config()) as sess:
+                saver.restore(sess.raw_session(), start)
+                for _ in range(steps):
+                    sess.run(train_op, {keras_trained["input"]: rng.standard_normal((BATCH, 28, 28, 1)),
+                                        "labels:0": rng.randint(0, 10, BATCH)})
+                return saver.save(sess.raw_session(), os.path.join(folder, "model.ckpt"),
+                                  global_step=tf.train.get_global_step())
+    n_selected = sum(map(len, selected.values()))
+    assert pruner.summary(keras_trained["prefix"]).failure_rate == 1.0   # the filters as they were
+    free = retrain(ckpt, str(tmp_path / "free"))
+    reader = tf.train.load_checkpoint(free)
+    still_zero = importance.zeroed_units(pruner.model.analysis, lambda n: reader.get_tensor(pruner.model.key(n)))
+    assert still_zero.sum() < n_selected, "no selected filter regrew without the hook"
+    held = pruner.summary(retrain(ckpt, str(tmp_path / "held"), pruner.hook(every_n_steps=1)))
+    assert held.failure_rate == 0.0, str(held)
+    assert "failure rate" in str(held)
+
+    result = pruner.strip(str(tmp_path / "slim"), output_graph=str(tmp_path / "slim.pb"))
+    assert result.after.macs < result.before.macs
+    graph_def = tf.GraphDef()
+    graph_def.ParseFromString(open(result.graph, "rb").read())
+    slim_analysis = analyze(graph_def, None, [keras_trained["logits"]])
+    full = pruner.model.analysis
+    for block in pruner.blocks.values():   # every inverted residual keeps its output width
+        if block.type != "inverted_residual":
+            continue   # the SE blocks here gate an inverted residual's internal channels
+        out = block.nodes[-1] + ":0"
+        assert slim_analysis.view.shape(out) == full.view.shape(out), block
+    feeds = {keras_trained["input"]: np.random.RandomState(2).standard_normal((3, 28, 28, 1)).astype(np.float32)}
+    frozen = checkpoint.freeze(keras_trained["meta"], held.checkpoint, [keras_trained["logits"]])
+    frozen_analysis = analyze(frozen, None, [keras_trained["logits"]])
+    keep = frozen_analysis.full_keep()
+    for name, idx in selected.items():
+        keep[np.array(frozen_analysis.groups[pruner.blocks[name].group].units)[idx]] = False
+    sparse = run_graph(slim.sparse_graph_def(frozen_analysis, keep), feeds, [keras_trained["logits"] + ":0"])[0]
+    slim_out = run_graph(graph_def, feeds, [keras_trained["logits"] + ":0"])[0]
+    np.testing.assert_allclose(slim_out, sparse, rtol=1e-4, atol=1e-4 * np.abs(sparse).max())

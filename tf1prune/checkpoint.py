@@ -1,0 +1,398 @@
+"""Slim checkpoints: hard-prune a model stored as a meta graph and a checkpoint.
+
+Example::
+
+    model = CheckpointModel('train/model.ckpt-1000.meta', 'train/model.ckpt-1000', ['logits/BiasAdd', 'loss'])
+    keep = model.keep_mask(spec='model.spec')         # or zeros=True, or masks={variable: 0/1 array}
+    result = strip_checkpoint(model, keep, 'slim/', output_graph='slim/model.pb')
+    # slim/model.ckpt-1000.{index,data-*}, slim/model.ckpt-1000.meta, slim/checkpoint, slim/model.pb
+
+The slim meta graph holds the model up to the output nodes (list the loss too, to train it),
+every model variable with its reduced shape and initializer, and a new Saver.  Python custom
+gradients (``tf.custom_gradient``, e.g. Keras swish) cannot be called from a re-imported graph:
+their ops are differentiated automatically instead (a warning names them).  Training ops are
+left out: build an optimizer on the slim graph and restore the slim checkpoint, in which the
+optimizer's slot variables (Adam m/v, Momentum, moving averages) are sliced like their variables
+and every other entry (``global_step``, Adam's beta powers...) is copied unchanged.  Outputs are
+staged in a temporary folder and renamed into place; the input files are only read.
+"""
+import collections
+import contextlib
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from google.protobuf import message, text_format
+from tensorflow.core.framework import variable_pb2
+
+from tf1prune import flops, importance, slim
+from tf1prune.analysis import Context, analyze
+from tf1prune.errors import Tf1PruneError
+from tf1prune.graph import atomic_write, node_of
+from tf1prune.spec import Spec
+
+VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
+VARIABLE_COLLECTIONS = ("variables", "trainable_variables", "model_variables")  # saved ones
+_READS = ("Identity", "ReadVariableOp", "Snapshot")
+
+StripResult = collections.namedtuple("StripResult", "checkpoint meta_graph graph before after")
+
+
+def read_meta_graph(path):
+    """A MetaGraphDef from a binary (or text) ``.meta`` file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise Tf1PruneError("cannot read meta graph %r: %s" % (path, e.strerror or e))
+    meta = tf.MetaGraphDef()
+    try:
+        meta.ParseFromString(data)
+    except message.DecodeError:
+        meta.Clear()
+        try:
+            text_format.Merge(data.decode("utf-8"), meta)
+        except (UnicodeDecodeError, text_format.ParseError):
+            raise Tf1PruneError("%r is not a meta graph (.meta file)" % path)
+    if not meta.graph_def.node:
+        raise Tf1PruneError("meta graph %r holds no graph" % path)
+    return meta
+
+
+def open_checkpoint(path):
+    """``(prefix, reader)`` of a checkpoint prefix, or of the latest checkpoint in a folder."""
+    prefix = path
+    if os.path.isdir(path):
+        prefix = tf.train.latest_checkpoint(path)
+        if prefix is None:
+            raise Tf1PruneError("no checkpoint in folder %r" % path)
+    try:
+        return prefix, tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        text = getattr(e, "message", None) or str(e)
+        raise Tf1PruneError("cannot read checkpoint %r: %s" % (path, text.strip().splitlines()[0]))
+
+
+def _variable_of(nodes, ref, limit=8):
+    """The variable node a tensor reads (through Identity/ReadVariableOp), else None."""
+    node = nodes.get(node_of(ref))
+    for _ in range(limit):
+        if node is None:
+            return None
+        if node.op in VARIABLE_OPS:
+            return node.name
+        if node.op not in _READS or not node.input:
+            return None
+        node = nodes.get(node_of(node.input[0]))
+    return None
+
+
+def _data_inputs(node):
+    return [r for r in node.input if not r.startswith("^")]
+
+
+class CheckpointModel:
+    """A meta graph and a checkpoint, analysed and cross-checked.
+
+    Args:
+      meta_graph: path of the ``.meta`` file (a training or an inference graph).
+      checkpoint: checkpoint prefix, or a folder (its latest checkpoint).
+      output_node_names: output nodes (default: the outputs of the meta graph's signatures).
+      input_specs: input shapes (default: placeholder shapes, batch 1).
+      excludes: nodes whose output channels are not pruned.
+    """
+
+    def __init__(self, meta_graph, checkpoint, output_node_names=None, input_specs=None, excludes=()):
+        self.meta_path = meta_graph
+        self.meta = read_meta_graph(meta_graph)
+        self.prefix, self.reader = open_checkpoint(checkpoint)
+        self.ckpt_shapes = self.reader.get_variable_to_shape_map()
+        self.ckpt_dtypes = self.reader.get_variable_to_dtype_map()
+        self.output_node_names = [node_of(n) for n in (output_node_names or self._signature_outputs())]
+        if not self.output_node_names:
+            raise Tf1PruneError("output node names are required (the meta graph has no signature)")
+        graph_def = self.meta.graph_def
+        self.nodes = {n.name: n for n in graph_def.node}
+        self.analysis = analyze(graph_def, input_specs, self.output_node_names, excludes)
+        self.var_defs = self._variable_defs()
+        self.key_of = self._saved_keys()
+        self.optimizer_vars, self.slots = self._optimizer_variables()
+        self._check()
+
+    # --- reading the meta graph -------------------------------------------
+    def _signature_outputs(self):
+        return sorted({node_of(t.name) for sig in self.meta.signature_def.values() for t in sig.outputs.values()})
+
+    def _variable_defs(self):
+        out = collections.OrderedDict()
+        for key in VARIABLE_COLLECTIONS:
+            if key in self.meta.collection_def:
+                for raw in self.meta.collection_def[key].bytes_list.value:
+                    vd = variable_pb2.VariableDef()
+                    vd.ParseFromString(raw)
+                    out.setdefault(node_of(vd.variable_name), vd)
+        return out
+
+    def _saved_keys(self):
+        """Variable node -> checkpoint key, from the meta graph's SaveV2 ops (default: the node name)."""
+        keys = {}
+        for node in self.meta.graph_def.node:
+            if node.op != "SaveV2":
+                continue
+            ins = _data_inputs(node)
+            names = self.analysis.view.const_value(ins[1])
+            slices = self.analysis.view.const_value(ins[2])
+            if names is None:
+                continue
+            if slices is not None and any(s for s in slices.reshape(-1)):
+                raise Tf1PruneError("the Saver of the meta graph saves partitioned variables: not supported")
+            for key, ref in zip(names.reshape(-1), ins[3:]):
+                var = _variable_of(self.nodes, ref)
+                if var is not None:
+                    keys.setdefault(var, key.decode() if isinstance(key, bytes) else str(key))
+        return keys
+
+    def key(self, var):
+        return self.key_of.get(var, var)
+
+    def _optimizer_variables(self):
+        """(variables that optimizers own, {bound variable: its slot checkpoint keys})."""
+        owned, slots = set(), collections.defaultdict(list)
+        bound = {n for n in self.analysis.bindings if self.nodes[n].op in VARIABLE_OPS}
+        for node in self.meta.graph_def.node:
+            if "Apply" not in node.op:
+                continue
+            ins = _data_inputs(node)
+            var = _variable_of(self.nodes, ins[0]) if ins else None
+            for ref in ins[1:]:
+                other = _variable_of(self.nodes, ref)
+                if other is None or other == var:
+                    continue
+                owned.add(other)
+                if var in bound and self._var_shape(other) == self._var_shape(var):
+                    if self.key(other) not in slots[var]:
+                        slots[var].append(self.key(other))
+        model_keys = {self.key(v) for v in self.var_defs if v not in owned}
+        bound_by_key = {self.key(v): v for v in bound}
+        for key, shape in self.ckpt_shapes.items():   # slots of optimizers absent from the graph
+            if key in model_keys:
+                continue
+            parts = key.split("/")
+            for i in range(len(parts) - 1, 0, -1):
+                var = bound_by_key.get("/".join(parts[:i]))
+                if var is not None:
+                    if list(shape) == self._var_shape(var) and key not in slots[var]:
+                        slots[var].append(key)
+                    break
+        return owned, dict(slots)
+
+    def _var_shape(self, var):
+        node = self.nodes[var]
+        if "shape" in node.attr:
+            return [d.size for d in node.attr["shape"].shape.dim]
+        return self.analysis.view.shape(var + ":0")
+
+    def model_variables(self):
+        """Variables of the slim meta graph: every collected variable that no optimizer owns."""
+        return [v for v in self.var_defs if v not in self.optimizer_vars and v in self.nodes]
+
+    def _check(self):
+        needed = set(self.model_variables())
+        needed |= {n for n in self.analysis.bindings if self.nodes[n].op in VARIABLE_OPS}
+        for var in sorted(needed):
+            key = self.key(var)
+            if key not in self.ckpt_shapes:
+                raise Tf1PruneError("checkpoint %r lacks variable %r: was it saved from this meta graph?"
+                                    % (self.prefix, key))
+            if list(self.ckpt_shapes[key]) != self._var_shape(var):
+                raise Tf1PruneError("checkpoint variable %r has shape %s, the meta graph says %s"
+                                    % (key, list(self.ckpt_shapes[key]), self._var_shape(var)))
+
+    # --- values -------------------------------------------------------------
+    def value(self, name):
+        """Checkpoint value of a variable node (the value of a Const node)."""
+        if self.nodes[name].op in VARIABLE_OPS:
+            return self.reader.get_tensor(self.key(name))
+        return importance.const_values(self.analysis)(name)
+
+    def keep_mask(self, spec=None, zeros=False, masks=None):
+        """Kept-unit mask from a spec (path or :class:`Spec`), the all-zero channels, or 0/1 masks."""
+        if sum(x is not None and x is not False for x in (spec, masks, zeros or None)) != 1:
+            raise Tf1PruneError("give exactly one of spec, zeros or masks")
+        if spec is not None:
+            return (Spec.load(spec) if isinstance(spec, str) else spec).keep_mask(self.analysis)
+        if zeros:
+            return ~importance.zeroed_units(self.analysis, self.value)
+        unknown = sorted(set(masks) - set(self.analysis.bindings))
+        if unknown:
+            raise Tf1PruneError("masks name variables that hold no prunable channels: %s" % unknown[:3])
+        values = lambda n: masks[n] if n in masks else np.ones(self._var_shape(n))  # noqa: E731
+        return ~importance.zeroed_units(self.analysis, values)
+
+    def sliced_axes(self):
+        """Checkpoint key -> bound axes ({axis: Binding}) of every variable and slot to slice."""
+        out = {}
+        for var, axes in self.analysis.bindings.items():
+            if self.nodes[var].op in VARIABLE_OPS:
+                for key in [self.key(var)] + self.slots.get(var, []):
+                    out[key] = axes
+        return out
+
+    def checkpoint_values(self, keep):
+        """Every checkpoint entry, sliced to ``keep`` where it is bound to channels."""
+        axes_of = self.sliced_axes()
+        values = {}
+        for key in self.ckpt_shapes:
+            value = self.reader.get_tensor(key)
+            for axis, binding in axes_of.get(key, {}).items():
+                value = np.compress(self.analysis.kept_positions(binding.elems, keep), value, axis=axis)
+            values[key] = value
+        return values
+
+
+def _initializer_bindings(model, variables):
+    """Bindings and shape rewrites that make the variables' initial values fit their slim shapes."""
+    analysis = model.analysis
+    ctx = Context(analysis.view)
+    ctx.uf.add(len(analysis.unit_of))
+    for var in variables:
+        vd = model.var_defs[var]
+        if var not in analysis.bindings or not vd.initial_value_name:
+            continue
+        for axis, binding in analysis.bindings[var].items():
+            ctx.bind(vd.initial_value_name, axis, binding.elems, "param", "the initializer of '%s'" % var)
+    merged = analysis.unit_of[ctx.uf.roots()] != analysis.unit_of
+    if ctx.fixed or merged.any():
+        why = next(iter(ctx.fixed.values()), "it ties channels of different groups")
+        raise Tf1PruneError("cannot shrink a variable initializer: %s" % why)
+    return dict(ctx.bindings), ctx.rewrites
+
+
+def _slim_meta_graph(model, keep):
+    """MetaGraphDef of the slim model: outputs, model variables, initializers and a new Saver."""
+    variables = model.model_variables()
+    dest = list(model.output_node_names)
+    for var in variables:
+        vd = model.var_defs[var]
+        dest += [node_of(n) for n in (vd.variable_name, vd.initializer_name, vd.snapshot_name,
+                                      vd.initial_value_name) if n]
+    missing = sorted({d for d in dest if d not in model.nodes})
+    if missing:
+        raise Tf1PruneError("the meta graph's variable collections name missing nodes: %s" % missing[:3])
+    graph_def = tf.graph_util.extract_sub_graph(model.meta.graph_def, dest)
+    init_bindings, init_rewrites = _initializer_bindings(model, variables)
+    slim.shrink(graph_def, model.analysis, keep)
+    slim.shrink(graph_def, model.analysis, keep, init_bindings, init_rewrites)
+    slim.drop_stale_shapes(graph_def)
+    slim.strip_unused_functions(graph_def)
+    custom = [n.name for n in graph_def.node if n.attr.pop("_gradient_op_type", None) is not None]
+    if custom:
+        tf.logging.warning("%d ops had Python custom gradients (e.g. %r), which a re-imported graph cannot "
+                           "call: they are differentiated automatically in the slim meta graph",
+                           len(custom), custom[0])
+    kept_nodes = {n.name for n in graph_def.node}
+    meta = tf.MetaGraphDef()
+    meta.meta_info_def.CopyFrom(model.meta.meta_info_def)
+    meta.graph_def.CopyFrom(graph_def)
+    for key in VARIABLE_COLLECTIONS + ("global_step",):
+        if key not in model.meta.collection_def:
+            continue
+        collection = model.meta.collection_def[key]
+        for raw in collection.bytes_list.value:
+            vd = variable_pb2.VariableDef()
+            vd.ParseFromString(raw)
+            if node_of(vd.variable_name) in variables:
+                meta.collection_def[key].bytes_list.value.append(raw)
+        names = [n for n in collection.node_list.value if node_of(n) in kept_nodes]
+        if names:
+            meta.collection_def[key].node_list.value.extend(names)
+    graph = tf.Graph()
+    with graph.as_default():
+        try:
+            saver = tf.train.import_meta_graph(meta)
+        except (ValueError, TypeError, tf.errors.OpError) as e:
+            raise Tf1PruneError("internal error, slim meta graph rejected by TensorFlow (please report): %s"
+                                % str(e).strip().splitlines()[0])
+        return tf.train.export_meta_graph(graph=graph, saver_def=saver.as_saver_def() if saver else None)
+
+
+def write_checkpoint(prefix, values, dtypes=None):
+    """Write ``values`` (checkpoint key -> array) as a V2 checkpoint at ``prefix``."""
+    graph = tf.Graph()
+    with graph.as_default():
+        names = sorted(values)
+        holders = [tf.placeholder((dtypes or {}).get(n) or tf.as_dtype(np.asarray(values[n]).dtype), name="v%d" % i)
+                   for i, n in enumerate(names)]
+        save = tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                                 tensors=holders)
+        with tf.Session(graph=graph) as sess:
+            sess.run(save, {h: values[n] for h, n in zip(holders, names)})
+
+
+@contextlib.contextmanager
+def staged_checkpoint(output_dir, basename, inputs=()):
+    """Yield a staging prefix; on success its files are renamed into ``output_dir`` (data, index,
+    meta, then the ``checkpoint`` state file).  Refuses to write over the ``inputs`` checkpoints."""
+    for prefix in inputs:
+        if os.path.realpath(os.path.dirname(prefix)) == os.path.realpath(output_dir):
+            raise Tf1PruneError("output folder %r holds the input checkpoint: choose another folder" % output_dir)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".tf1prune-", dir=output_dir)
+    except OSError as e:
+        raise Tf1PruneError("cannot write to %r: %s" % (output_dir, e.strerror or e))
+    try:
+        yield os.path.join(staging, basename)
+        rank = lambda f: (0 if ".data-" in f else 1 if f.endswith(".index") else 2, f)  # noqa: E731
+        for name in sorted(os.listdir(staging), key=rank):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+        tf.train.update_checkpoint_state(output_dir, basename, all_model_checkpoint_paths=[basename])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def freeze(meta_graph, prefix, output_node_names):
+    """Frozen GraphDef of a meta graph restored from checkpoint ``prefix``."""
+    graph = tf.Graph()
+    with graph.as_default():
+        saver = tf.train.import_meta_graph(meta_graph, clear_devices=True)
+        with tf.Session(graph=graph) as sess:
+            if saver is not None:
+                saver.restore(sess, prefix)
+            frozen = tf.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(),
+                                                                  list(output_node_names))
+    return slim.strip_unused_functions(frozen)
+
+
+def strip_checkpoint(model, keep, output_dir, output_graph=None):
+    """Write the slim checkpoint and meta graph of ``model`` for kept-unit mask ``keep``.
+
+    Also writes the slim frozen GraphDef to ``output_graph`` when given.  Returns a
+    :class:`StripResult` (paths, and MACs/params before and after).
+    """
+    meta = _slim_meta_graph(model, keep)
+    values = model.checkpoint_values(keep)
+    basename = os.path.basename(model.prefix)
+    with staged_checkpoint(output_dir, basename, [model.prefix]) as staging:
+        write_checkpoint(staging, values, model.ckpt_dtypes)
+        atomic_write(staging + ".meta", meta.SerializeToString())
+        try:   # restoring the slim meta graph from the slim checkpoint checks every shape
+            frozen = freeze(meta, staging, model.output_node_names)
+        except (ValueError, tf.errors.OpError) as e:
+            raise Tf1PruneError("internal error, slim checkpoint does not restore (please report): %s"
+                                % str(e).strip().splitlines()[0])
+        if output_graph:
+            atomic_write(output_graph, frozen.SerializeToString())
+    prefix = os.path.join(output_dir, basename)
+    return StripResult(prefix, prefix + ".meta", output_graph, flops.count(model.analysis),
+                       flops.count(model.analysis, keep))
+
+
+def strip(meta_graph, checkpoint, output_dir, spec=None, zeros=False, masks=None, output_node_names=None,
+          input_specs=None, output_graph=None, excludes=()):
+    """One call: analyse, pick the kept channels (spec / zeros / masks) and :func:`strip_checkpoint`."""
+    model = CheckpointModel(meta_graph, checkpoint, output_node_names, input_specs, excludes)
+    return strip_checkpoint(model, model.keep_mask(spec, zeros, masks), output_dir, output_graph)
+

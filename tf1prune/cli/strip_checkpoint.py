@@ -1,0 +1,53 @@
+"""tf1prune-strip-checkpoint: remove pruned channels from a checkpoint and its meta graph.
+
+Example::
+
+    tf1prune-strip-checkpoint --input_meta_graph train/model.ckpt-1000.meta \\
+        --input_checkpoint train/model.ckpt-1000 --output_dir slim \\
+        --spec model.spec --output_node_names logits/BiasAdd,loss [--output_graph slim/model.pb]
+
+``--zeros`` removes the channels whose kernels are all zero (after soft pruning or masked
+training) instead of applying a spec.
+"""
+from absl import flags
+
+from tf1prune import checkpoint, cli
+from tf1prune.errors import Tf1PruneError
+
+FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(cli)
+flags.DEFINE_string("input_meta_graph", None, "Meta graph (.meta) of the model.")
+flags.DEFINE_string("input_checkpoint", None, "Checkpoint prefix, or a folder (its latest checkpoint).")
+flags.DEFINE_string("output_dir", None, "Folder of the slim checkpoint and meta graph (not the input's).")
+flags.DEFINE_string("spec", None, "Pruning spec (JSON) to apply.")
+flags.DEFINE_bool("zeros", False, "Remove the channels whose kernels are all zero.")
+flags.DEFINE_string("output_graph", None, "Also write the slim frozen GraphDef here.")
+
+
+@cli.tool(required=("input_meta_graph", "input_checkpoint", "output_dir"))
+def main():
+    """Strip the checkpoint and print what was removed."""
+    if bool(FLAGS.spec) == bool(FLAGS.zeros):
+        raise Tf1PruneError("give exactly one of --spec or --zeros")
+    model = checkpoint.CheckpointModel(FLAGS.input_meta_graph, FLAGS.input_checkpoint,
+                                       cli.names(FLAGS.output_node_names) or None,
+                                       cli.parse_input_specs(FLAGS.input_specs), cli.names(FLAGS.excludes))
+    keep = model.keep_mask(spec=FLAGS.spec or None, zeros=FLAGS.zeros)
+    result = checkpoint.strip_checkpoint(model, keep, FLAGS.output_dir, FLAGS.output_graph)
+    removed = int((~keep).sum())
+    print("checkpoint:    %s" % result.checkpoint)
+    print("meta graph:    %s" % result.meta_graph)
+    if result.graph:
+        print("slim graph:    %s" % result.graph)
+    print("channels removed: %d" % removed)
+    print("MACs:   %d -> %d" % (result.before.macs, result.after.macs))
+    print("params: %d -> %d" % (result.before.params, result.after.params))
+
+
+def run():
+    """Console-script entry point."""
+    cli.launch(main)
+
+
+if __name__ == "__main__":
+    run()
