@@ -48,7 +48,8 @@ def _keras_checkpoint(folder):
 
 
 def _ref_checkpoint(folder):
-    """Hand-written convnet with ref variables (VariableV2), fused BN, a residual add, Momentum."""
+    """Hand-written convnet with ref variables (VariableV2), training-mode fused BN whose moving
+    averages are updated by UPDATE_OPS (as tf.layers does), a residual add, Momentum."""
     graph = tf.Graph()
     with graph.as_default():
         x = tf.placeholder(tf.float32, [None, 12, 12, 3], name="x")
@@ -64,7 +65,9 @@ def _ref_checkpoint(folder):
                                            trainable=False)
                     var = tf.get_variable("moving_variance", [cout], initializer=tf.ones_initializer(),
                                           trainable=False)
-                    h, _, _ = tf.nn.fused_batch_norm(h, gamma, beta, mean, var, is_training=False)
+                    h, batch_mean, batch_var = tf.nn.fused_batch_norm(h, gamma, beta, is_training=True)
+                    for v, batch in ((mean, batch_mean), (var, batch_var)):   # as tf.layers does
+                        tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, tf.assign_sub(v, (v - batch) * 0.1))
                     return tf.nn.relu(h)
             a = conv_bn(x, 12, "c1")
             b = conv_bn(a, 16, "c2")
@@ -76,7 +79,8 @@ def _ref_checkpoint(folder):
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits),
                               name="loss")
         step = tf.train.get_or_create_global_step()
-        train_op = tf.train.MomentumOptimizer(0.05, 0.9).minimize(loss, global_step=step)
+        with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+            train_op = tf.train.MomentumOptimizer(0.05, 0.9).minimize(loss, global_step=step)
         sess = tf.Session(config=session_config())
         sess.run(tf.global_variables_initializer())
     randomize_bn_and_biases(sess, 1)
@@ -89,10 +93,30 @@ def _ref_checkpoint(folder):
                 input="x:0")
 
 
-@pytest.fixture(scope="module", params=["keras", "ref"])
+def _keras_fit_checkpoint(folder):
+    """resnet trained by Keras ``fit`` (no learning phase: BN is an ``If``; legacy Keras Adam, whose
+    slots are named ``training/Adam/<var>/m``), saved with a plain Saver."""
+    import tf_keras as keras
+    graph = tf.Graph()
+    with graph.as_default(), tf.Session(graph=graph, config=session_config()).as_default() as sess:
+        info = example_models.build("resnet", learning_phase=None, seed=4, widths=(8, 12, 16))
+        info.model.compile(optimizer=keras.optimizers.legacy.Adam(1e-3),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        sess.run(tf.global_variables_initializer())
+        rng = np.random.RandomState(4)
+        info.model.fit(rng.rand(16, 28, 28, 1).astype(np.float32), rng.randint(0, 10, 16), epochs=1, verbose=0)
+        randomize_bn_and_biases(sess, 4)
+        prefix = tf.train.Saver().save(sess, os.path.join(folder, "model.ckpt"))
+    return dict(prefix=prefix, meta=prefix + ".meta", outputs=info.output_node_names,
+                logits=info.output_node_names[0], input=info.input_name, loss=None)
+
+
+BUILDERS = {"keras": _keras_checkpoint, "ref": _ref_checkpoint, "keras_fit": _keras_fit_checkpoint}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
 def trained(request, tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp(request.param))
-    return (_keras_checkpoint if request.param == "keras" else _ref_checkpoint)(folder)
+    return BUILDERS[request.param](str(tmp_path_factory.mktemp(request.param)))
 
 
 def _digests(folder):
@@ -151,6 +175,8 @@ def test_slim_checkpoint_equals_sparse_and_keeps_training(trained, tmp_path):
             value = np.compress(model.analysis.kept_positions(b.elems, keep), value, axis=axis)
         np.testing.assert_array_equal(new.get_tensor(key), value, err_msg=key)
 
+    if trained.get("loss", "loss") is None:
+        return   # no loss node in this meta graph
     # restore the slim meta graph + checkpoint, train one step with the same optimizer, save
     graph = tf.Graph()
     with graph.as_default():
@@ -159,7 +185,10 @@ def test_slim_checkpoint_equals_sparse_and_keeps_training(trained, tmp_path):
         step = tf.train.get_global_step()
         assert step is not None, "global_step was not kept"
         opt = tf.train.AdamOptimizer(1e-2) if trained["input"] != "x:0" else tf.train.MomentumOptimizer(0.05, 0.9)
-        train_op = opt.minimize(loss, global_step=step)
+        updates = graph.get_collection(tf.GraphKeys.UPDATE_OPS)
+        assert bool(updates) == (trained["input"] == "x:0"), "UPDATE_OPS were not kept"
+        with tf.control_dependencies(updates):
+            train_op = opt.minimize(loss, global_step=step)
         saver = tf.train.Saver()
         with tf.Session(config=session_config()) as sess:
             saver.restore(sess, result.checkpoint)   # slots too: same names, sliced shapes
@@ -172,6 +201,8 @@ def test_slim_checkpoint_equals_sparse_and_keeps_training(trained, tmp_path):
     assert again.get_tensor("global_step") == old.get_tensor("global_step") + 1
     for key, shape in new.get_variable_to_shape_map().items():
         assert list(again.get_variable_to_shape_map()[key]) == list(shape), key
+    if updates:   # the moving averages were updated, at their slim width
+        assert not np.array_equal(again.get_tensor("net/c1/moving_mean"), new.get_tensor("net/c1/moving_mean"))
 
 
 def test_zeros_mode_removes_zeroed_channels(trained, tmp_path):
@@ -242,6 +273,8 @@ def test_cli_strips_and_reports_errors(trained, tmp_path, capsys):
     assert os.path.exists(out + "/slim.pb") and tf.train.latest_checkpoint(out)
     assert strip_cli.main(argv[:-2] + ["--zeros"]) == 2
     assert capsys.readouterr().err.strip() == "error: give exactly one of --spec or --zeros"
+    assert strip_cli.main(argv + ["--input_graph", "x.pb"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --input_graph is not an option of this tool"
     bad = argv[:2] + [trained["prefix"] + ".index"] + argv[3:]
     assert strip_cli.main(bad) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -330,6 +363,10 @@ def test_sfp_loop_hook_summary_and_strip(keras_trained, tmp_path):
     held = pruner.summary(retrain(ckpt, str(tmp_path / "held"), pruner.hook(every_n_steps=1)))
     assert held.failure_rate == 0.0, str(held)
     assert "failure rate" in str(held)
+    pruner.set_output_dir(str(tmp_path / "round2"))   # re-prune at the same threshold: same filters
+    pruner.soft_prune(free)
+    assert pruner.selected == selected
+    pruner.summary(held.checkpoint)
 
     result = pruner.strip(str(tmp_path / "slim"), output_graph=str(tmp_path / "slim.pb"))
     assert result.after.macs < result.before.macs
@@ -351,3 +388,22 @@ def test_sfp_loop_hook_summary_and_strip(keras_trained, tmp_path):
     sparse = run_graph(slim.sparse_graph_def(frozen_analysis, keep), feeds, [keras_trained["logits"] + ":0"])[0]
     slim_out = run_graph(graph_def, feeds, [keras_trained["logits"] + ":0"])[0]
     np.testing.assert_allclose(slim_out, sparse, rtol=1e-4, atol=1e-4 * np.abs(sparse).max())
+
+
+def test_sfp_bad_input(keras_trained, tmp_path):
+    args = (keras_trained["meta"], keras_trained["prefix"], [keras_trained["logits"]])
+    with pytest.raises(Tf1PruneError, match="method"):
+        sfp.SoftFilterPruner(*args, method="random")
+    pruner = sfp.SoftFilterPruner(*args)
+    with pytest.raises(Tf1PruneError, match="threshold"):
+        pruner.set_threshold(1.5)
+    with pytest.raises(Tf1PruneError, match="output folder"):
+        pruner.soft_prune()
+    with pytest.raises(Tf1PruneError, match="nothing is selected"):
+        pruner.summary()
+    other = _ref_checkpoint(str(tmp_path))   # a checkpoint of another model
+    with pytest.raises(Tf1PruneError, match="does not fit the meta graph"):
+        pruner.select(other["prefix"])
+    pruner.set_output_dir(os.path.dirname(keras_trained["prefix"]))
+    with pytest.raises(Tf1PruneError, match="holds the input checkpoint"):
+        pruner.soft_prune()

@@ -15,6 +15,12 @@ Frozen graphs::
     keep = spec.make_spec(a, sparsity=0.5).keep_mask(a)
     slim_graph_def = slim.slim_graph_def(a, keep)
 
+Checkpoints (hard pruning, and soft filter pruning of inverted-residual / SE blocks)::
+
+    model = tf1prune.CheckpointModel('m.ckpt.meta', 'm.ckpt', ['logits/BiasAdd'])
+    tf1prune.strip_checkpoint(model, model.keep_mask(spec='m.spec'), 'slim/')
+    sfp = tf1prune.SoftFilterPruner('m.ckpt.meta', 'm.ckpt', ['logits/BiasAdd'], output_dir='sfp')
+
 Names are imported lazily, so ``import tf1prune.cli`` can configure TensorFlow's
 logging before TensorFlow loads.
 """
@@ -28,6 +34,9 @@ _EXPORTS = {
     "load_graph_def": "tf1prune.graph",
     "save_graph_def": "tf1prune.graph",
     "parse_input_specs": "tf1prune.graph",
+    "CheckpointModel": "tf1prune.checkpoint",
+    "strip_checkpoint": "tf1prune.checkpoint",
+    "SoftFilterPruner": "tf1prune.sfp",
 }
 __all__ = sorted(_EXPORTS)
 

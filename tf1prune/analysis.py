@@ -201,10 +201,12 @@ class Context:
         if node.name in self.arg_map:
             return self.parent.bind(self.arg_map[node.name], axis, elems, role, where)
         shape = self.shape(tensor)
+        kind = ops.lookup(node.op).param
+        if shape is None and kind == "pass":  # e.g. ReadVariableOp of a resource argument of a function
+            return self.bind(self.inputs(node)[0], axis, elems, role, where)
         if shape is None or axis >= len(shape) or shape[axis] != len(elems):
             self.fix(elems, "parameter '%s' of %s does not match its channels" % (node.name, where or "?"))
             return
-        kind = ops.lookup(node.op).param
         if kind == "source":
             binding = self.bindings[node.name].get(axis)
             if binding is not None:

@@ -30,7 +30,7 @@ from tensorflow.core.framework import variable_pb2
 from tf1prune import flops, importance, slim
 from tf1prune.analysis import Context, analyze
 from tf1prune.errors import Tf1PruneError
-from tf1prune.graph import atomic_write, node_of
+from tf1prune.graph import GraphView, atomic_write, node_of, save_graph_def
 from tf1prune.spec import Spec
 
 VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
@@ -115,7 +115,9 @@ class CheckpointModel:
             raise Tf1PruneError("output node names are required (the meta graph has no signature)")
         graph_def = self.meta.graph_def
         self.nodes = {n.name: n for n in graph_def.node}
-        self.analysis = analyze(graph_def, input_specs, self.output_node_names, excludes)
+        self.update_ops = self._update_ops()
+        view = GraphView(graph_def, input_specs, self.output_node_names + self.update_ops)
+        self.analysis = analyze(graph_def, input_specs, self.output_node_names, excludes, view=view)
         self.var_defs = self._variable_defs()
         self.key_of = self._saved_keys()
         self.optimizer_vars, self.slots = self._optimizer_variables()
@@ -124,6 +126,12 @@ class CheckpointModel:
     # --- reading the meta graph -------------------------------------------
     def _signature_outputs(self):
         return sorted({node_of(t.name) for sig in self.meta.signature_def.values() for t in sig.outputs.values()})
+
+    def _update_ops(self):
+        """Nodes of the UPDATE_OPS collection (BN moving averages): analysed and kept with the outputs."""
+        names = self.meta.collection_def["update_ops"].node_list.value if "update_ops" in self.meta.collection_def \
+            else []
+        return [node_of(n) for n in names if node_of(n) in self.nodes]
 
     def _variable_defs(self):
         out = collections.OrderedDict()
@@ -273,7 +281,7 @@ def _initializer_bindings(model, variables):
 def _slim_meta_graph(model, keep):
     """MetaGraphDef of the slim model: outputs, model variables, initializers and a new Saver."""
     variables = model.model_variables()
-    dest = list(model.output_node_names)
+    dest = list(model.output_node_names) + model.update_ops
     for var in variables:
         vd = model.var_defs[var]
         dest += [node_of(n) for n in (vd.variable_name, vd.initializer_name, vd.snapshot_name,
@@ -296,7 +304,7 @@ def _slim_meta_graph(model, keep):
     meta = tf.MetaGraphDef()
     meta.meta_info_def.CopyFrom(model.meta.meta_info_def)
     meta.graph_def.CopyFrom(graph_def)
-    for key in VARIABLE_COLLECTIONS + ("global_step",):
+    for key in VARIABLE_COLLECTIONS + ("global_step", "update_ops"):
         if key not in model.meta.collection_def:
             continue
         collection = model.meta.collection_def[key]
@@ -384,7 +392,7 @@ def strip_checkpoint(model, keep, output_dir, output_graph=None):
             raise Tf1PruneError("internal error, slim checkpoint does not restore (please report): %s"
                                 % str(e).strip().splitlines()[0])
         if output_graph:
-            atomic_write(output_graph, frozen.SerializeToString())
+            save_graph_def(frozen, output_graph)
     prefix = os.path.join(output_dir, basename)
     return StripResult(prefix, prefix + ".meta", output_graph, flops.count(model.analysis),
                        flops.count(model.analysis, keep))

@@ -376,6 +376,14 @@ def _transpose(ctx, node):
         ctx.set(node.name + ":0", list(perm).index(inf.axis), inf.elems)
 
 
+def _assign(ctx, node):
+    """A variable update (BN moving averages in UPDATE_OPS): the variable is bound to the value's channels."""
+    ref, value = ctx.inputs(node)[:2]
+    inf = ctx.get(value)
+    if inf is not None:
+        ctx.bind(ref, inf.axis, inf.elems, "param", "%s '%s'" % (node.op, node.name))
+
+
 def _switch(ctx, node):
     inf = ctx.get(ctx.inputs(node)[0])
     if inf is not None:
@@ -442,5 +450,6 @@ register("Mean Max Min Sum Prod", _reduce)
 register("Reshape Squeeze ExpandDims", _reshape)
 register("Transpose", _transpose)
 register("Switch", _switch)
+register("Assign AssignSub AssignAdd AssignVariableOp AssignSubVariableOp AssignAddVariableOp", _assign)
 register("Merge", _elementwise)
 register(" ".join(CALL_OPS), _call)

@@ -127,6 +127,7 @@ class SoftFilterPruner:
         self.blocks, self.skipped = self._find_blocks(scope_names)
         self.filters = producer_filters(self.model.analysis)
         self.selected = None   # block name -> selected channel indices, from the last selection
+        self._selected_at = None
 
     # --- settings ---------------------------------------------------------
     def set_output_dir(self, path):
@@ -199,7 +200,7 @@ class SoftFilterPruner:
                     chosen.discard(best)
                     kept.append(best)
             selected[name] = sorted(int(i) for i in chosen)
-        self.selected = selected
+        self.selected, self._selected_at = selected, self.threshold
         return selected
 
     def _by_magnitude(self, s, order):
@@ -283,13 +284,19 @@ class SoftFilterPruner:
                 masks[k] = (var, mask)
         return masks
 
-    def soft_prune(self, checkpoint=None):
-        """Select on ``checkpoint`` (default: the latest one), zero the selection in a copy written to
-        the output folder; returns its prefix, the checkpoint to retrain (``get_pruning_ckpt``)."""
+    def soft_prune(self, checkpoint=None, reselect=None):
+        """Zero the selected filters of ``checkpoint`` (default: the latest one) in a copy written to
+        the output folder; returns its prefix, the checkpoint to retrain (``get_pruning_ckpt``).
+
+        The filters are selected on that checkpoint when ``reselect`` is true; by default only when
+        the threshold changed since the last selection, so re-pruning at the same threshold zeroes
+        the same filters again (seed 002's ``pruning_process(retrain=True)``)."""
         if not self.output_dir:
             raise Tf1PruneError("set an output folder first (set_output_dir)")
         prefix, reader = self._open(checkpoint)
-        selected = self.select(prefix)
+        if reselect is None:
+            reselect = self.selected is None or self._selected_at != self.threshold
+        selected = self.select(prefix) if reselect else self.selected
         masks = self._zero_masks(selected)
         dtypes = reader.get_variable_to_dtype_map()
         values = {}

@@ -24,6 +24,7 @@ import tf1prune  # noqa: E402
 from example_models import data  # noqa: E402
 from tf1prune import flops, slim  # noqa: E402
 from tf1prune.runner import IterativePruningRunner  # noqa: E402
+from frozen_model import Frozen, latency_ms  # noqa: E402
 
 flags.DEFINE_enum("model", "resnet", ["resnet", "mobilenet_v2_se", "mnist_convnet", "inception"], "baseline")
 flags.DEFINE_integer("epochs", 2, "baseline training epochs")
@@ -33,38 +34,6 @@ flags.DEFINE_integer("val_size", 2000, "training images held out for the sensiti
 flags.DEFINE_integer("channel_divisible", 1, "kept channel counts are multiples of this")
 flags.DEFINE_string("output_dir", "demo_out", "slim .pb, specs and the sensitivity cache go here")
 FLAGS = flags.FLAGS
-
-
-class Frozen:
-    """A frozen graph in its own session."""
-
-    def __init__(self, graph_def, input_name, output_name):
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            tf.import_graph_def(graph_def, name="")
-        config = tf.ConfigProto(intra_op_parallelism_threads=2, inter_op_parallelism_threads=2)
-        self.sess = tf.Session(graph=self.graph, config=config)
-        self.x, self.y = input_name, output_name + ":0"
-
-    def accuracy(self, x, y, batch=500):
-        hits = sum(int((self.run(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(y), batch))
-        return hits / len(y)
-
-    def run(self, x):
-        return self.sess.run(self.y, {self.x: x})
-
-
-def latency_ms(models, x, runs=200):
-    """Median batch-1 latency of each model; runs interleaved so all see the same machine load."""
-    times = [[] for _ in models]
-    for m in models:
-        m.run(x)
-    for _ in range(runs):
-        for t, m in zip(times, models):
-            start = time.perf_counter()
-            m.run(x)
-            t.append(time.perf_counter() - start)
-    return [1000 * float(np.median(t)) for t in times]
 
 
 def main(_):

@@ -42,11 +42,20 @@ flags.DEFINE_list("output_node_names", None, "Comma-separated output node names 
 flags.DEFINE_string("input_specs", None, "Input shapes, e.g. 'x:0=1,64,64,3;y:0=1,10:int32' "
                     "(default: placeholder shapes with batch 1).")
 flags.DEFINE_list("excludes", [], "Comma-separated nodes whose output channels must not be pruned.")
+flags.DEFINE_string("output_graph", None, "Slim frozen GraphDef to write (.pbtxt = text format).")
+flags.DEFINE_string("spec", None, "Pruning spec (JSON) to apply, as written by --output_spec.")
 
 
 def names(values):
     """A list flag's entries, stripped, without empty ones."""
     return [v.strip() for v in values or () if v.strip()]
+
+
+def refuse(*names):
+    """Shared flags a tool does not read: set, they are an error rather than silently ignored."""
+    for name in names:
+        if FLAGS[name].present:
+            raise Tf1PruneError("--%s is not an option of this tool" % name)
 
 
 def load_and_analyze(path, excludes=()):

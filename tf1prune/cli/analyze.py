@@ -18,6 +18,7 @@ flags.DEFINE_bool("json", False, "Print one JSON document (macs, params, groups,
 @cli.tool(required=("input_graph", "output_node_names"))
 def main():
     """Analyse --input_graph and print the report."""
+    cli.refuse("output_graph", "spec")
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
     if FLAGS.json:
         print(json.dumps(analysis.to_dict(), indent=1))

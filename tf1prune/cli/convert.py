@@ -18,10 +18,8 @@ from tf1prune.spec import Spec, make_spec
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
-flags.DEFINE_string("output_graph", None, "Slim graph to write (.pbtxt = text format).")
 flags.DEFINE_float("sparsity", None, "Fraction of the MACs to remove, in (0, 1).")
 flags.DEFINE_float("ratio", None, "Fraction of the channels of every prunable group to remove, in (0, 1).")
-flags.DEFINE_string("spec", None, "Pruning spec (JSON) to apply, as written by --output_spec.")
 flags.DEFINE_enum("criterion", "l1", importance.CRITERIA, "Channel importance criterion.")
 flags.DEFINE_integer("channel_divisible", 1, "Kept channels per group are a multiple of this.", lower_bound=1)
 flags.DEFINE_string("sparse_graph", None, "Also write the same-shape graph with the pruned channels zeroed.")

@@ -19,14 +19,13 @@ flags.adopt_module_key_flags(cli)
 flags.DEFINE_string("input_meta_graph", None, "Meta graph (.meta) of the model.")
 flags.DEFINE_string("input_checkpoint", None, "Checkpoint prefix, or a folder (its latest checkpoint).")
 flags.DEFINE_string("output_dir", None, "Folder of the slim checkpoint and meta graph (not the input's).")
-flags.DEFINE_string("spec", None, "Pruning spec (JSON) to apply.")
 flags.DEFINE_bool("zeros", False, "Remove the channels whose kernels are all zero.")
-flags.DEFINE_string("output_graph", None, "Also write the slim frozen GraphDef here.")
 
 
 @cli.tool(required=("input_meta_graph", "input_checkpoint", "output_dir"))
 def main():
     """Strip the checkpoint and print what was removed."""
+    cli.refuse("input_graph")
     if bool(FLAGS.spec) == bool(FLAGS.zeros):
         raise Tf1PruneError("give exactly one of --spec or --zeros")
     model = checkpoint.CheckpointModel(FLAGS.input_meta_graph, FLAGS.input_checkpoint,
