@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -191,6 +192,7 @@ def test_slim_checkpoint_equals_sparse_and_keeps_training(trained, tmp_path):
             train_op = opt.minimize(loss, global_step=step)
         saver = tf.train.Saver()
         with tf.Session(config=session_config()) as sess:
+            sess.run(tf.global_variables_initializer())   # the initializers fit the slim shapes
             saver.restore(sess, result.checkpoint)   # slots too: same names, sliced shapes
             logits = sess.run(trained["logits"] + ":0", feeds)
             np.testing.assert_allclose(logits, sparse, rtol=1e-4, atol=1e-4 * np.abs(sparse).max())
@@ -251,7 +253,7 @@ def test_bad_inputs_are_refused_and_nothing_is_written(trained, tmp_path):
     checkpoint.write_checkpoint(partial, values)
     with pytest.raises(Tf1PruneError, match="lacks variable"):
         checkpoint.strip(trained["meta"], partial, out, zeros=True, output_node_names=trained["outputs"])
-    with pytest.raises(Tf1PruneError, match="holds the input checkpoint"):
+    with pytest.raises(Tf1PruneError, match="holds an input"):
         checkpoint.strip(trained["meta"], trained["prefix"], folder, zeros=True,
                          output_node_names=trained["outputs"])
     assert not os.path.exists(out)
@@ -405,5 +407,136 @@ def test_sfp_bad_input(keras_trained, tmp_path):
     with pytest.raises(Tf1PruneError, match="does not fit the meta graph"):
         pruner.select(other["prefix"])
     pruner.set_output_dir(os.path.dirname(keras_trained["prefix"]))
-    with pytest.raises(Tf1PruneError, match="holds the input checkpoint"):
+    with pytest.raises(Tf1PruneError, match="holds an input"):
         pruner.soft_prune()
+
+
+# --- unusual training graphs --------------------------------------------------------------------
+
+def _small_net(extra=None, initializer=None, optimizer=None):
+    """x -> conv c1 (8) -> relu -> conv c2 (8) -> mean -> dense fc (4); ref variables."""
+    def build():
+        x = tf.placeholder(tf.float32, [None, 8, 8, 3], name="x")
+        labels = tf.placeholder(tf.int64, [None], name="labels")
+        k1 = tf.get_variable("c1/kernel", [3, 3, 3, 8], use_resource=False)
+        h = tf.nn.relu(tf.nn.conv2d(x, k1, [1, 1, 1, 1], "SAME"))
+        k2 = tf.get_variable("c2/kernel", [1, 1, 8, 8], use_resource=False, initializer=initializer)
+        h = tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(h, k2, [1, 1, 1, 1], "SAME")), [1, 2])
+        w = tf.get_variable("fc/kernel", [8, 4], use_resource=False)
+        logits = tf.matmul(h, w, name="logits")
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits),
+                              name="loss")
+        step = tf.train.get_or_create_global_step()
+        train_op = (optimizer or tf.train.GradientDescentOptimizer(0.1)).minimize(loss, global_step=step)
+        return train_op, (extra(train_op) if extra else train_op)
+    return build
+
+
+def _train_small(folder, build, saver_fn=None):
+    graph = tf.Graph()
+    with graph.as_default():
+        _, train_op = build()
+        saver = saver_fn() if saver_fn else tf.train.Saver()
+        rng = np.random.RandomState(0)
+        with tf.Session(config=session_config()) as sess:
+            sess.run(tf.global_variables_initializer())
+            for _ in range(2):
+                sess.run(train_op, {"x:0": rng.randn(4, 8, 8, 3), "labels:0": rng.randint(0, 4, 4)})
+            return saver.save(sess, os.path.join(folder, "model.ckpt"), global_step=tf.train.get_global_step())
+
+
+def _check_small(prefix, tmp_path, outputs=("logits", "loss")):
+    """Strip half of every group; the slim .pb must equal the sparse model; returns (model, result)."""
+    model = checkpoint.CheckpointModel(prefix + ".meta", prefix, list(outputs))
+    spec = _half_spec(model)
+    result = checkpoint.strip_checkpoint(model, spec.keep_mask(model.analysis), str(tmp_path / "slim"),
+                                         output_graph=str(tmp_path / "slim.pb"))
+    feeds = {"x:0": np.random.RandomState(1).randn(2, 8, 8, 3).astype(np.float32)}
+    sparse = _sparse_outputs(dict(meta=prefix + ".meta", prefix=prefix, logits="logits"), spec, feeds)
+    graph_def = tf.GraphDef()
+    graph_def.ParseFromString(open(result.graph, "rb").read())
+    np.testing.assert_allclose(run_graph(graph_def, feeds, ["logits:0"])[0], sparse, rtol=1e-4, atol=1e-5)
+    return model, result
+
+
+def test_saver_renaming_variables_and_a_second_saver(tmp_path):
+    """The checkpoint keys come from the meta graph's own Saver (saver_def), not another one."""
+    def savers():
+        variables = {v.op.name: v for v in tf.global_variables()}
+        tf.train.Saver({"c2/kernel": variables["c1/kernel"]}, name="init_saver")   # unrelated, made first
+        return tf.train.Saver({"model/" + name: v for name, v in variables.items()})
+    prefix = _train_small(str(tmp_path), _small_net(), savers)
+    model, result = _check_small(prefix, tmp_path)
+    assert model.key("c1/kernel") == "model/c1/kernel"
+    reader = tf.train.load_checkpoint(result.checkpoint)
+    assert reader.get_variable_to_shape_map()["model/c1/kernel"] == [3, 3, 3, 4]
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.train.import_meta_graph(result.meta_graph).restore(tf.Session(graph=graph), result.checkpoint)
+
+
+def test_moving_average_shadows_and_keras_style_slots_are_sliced(tmp_path):
+    def ema(train_op):
+        with tf.control_dependencies([train_op]):
+            return tf.train.ExponentialMovingAverage(0.9).apply(tf.trainable_variables())
+    prefix = _train_small(str(tmp_path), _small_net(extra=ema, optimizer=tf.train.RMSPropOptimizer(0.01)))
+    model, result = _check_small(prefix, tmp_path)
+    shapes = tf.train.load_checkpoint(result.checkpoint).get_variable_to_shape_map()
+    assert shapes["c1/kernel/ExponentialMovingAverage"] == shapes["c1/kernel"] == [3, 3, 3, 4]
+    assert shapes["c1/kernel/RMSProp"] == shapes["c1/kernel/RMSProp_1"] == [3, 3, 3, 4]
+    graph = tf.Graph()
+    with graph.as_default():   # the shadows are not in the slim meta graph; EMA restores them by name
+        tf.train.import_meta_graph(result.meta_graph)
+        saver = tf.train.Saver(tf.train.ExponentialMovingAverage(0.9).variables_to_restore())
+        with tf.Session(graph=graph) as sess:
+            sess.run(tf.global_variables_initializer())
+            saver.restore(sess, result.checkpoint)
+
+
+def test_initializers_that_cannot_be_shrunk_are_gathered(tmp_path):
+    """An orthogonal initializer (QR, reshape) still initialises the slim variable."""
+    prefix = _train_small(str(tmp_path), _small_net(initializer=tf.orthogonal_initializer()))
+    _, result = _check_small(prefix, tmp_path)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.train.import_meta_graph(result.meta_graph)
+        with tf.Session(graph=graph) as sess:
+            sess.run(tf.global_variables_initializer())
+            assert sess.run("c2/kernel:0").shape == (1, 1, 4, 4)
+
+
+def test_variable_written_from_activations_is_not_pruned():
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [2, 8, 8, 3], name="x")
+        k1 = tf.get_variable("c1/kernel", [3, 3, 3, 8], use_resource=False)
+        cache = tf.get_variable("cache", [2, 8, 8, 8], trainable=False, use_resource=False)
+        h = tf.assign(cache, tf.nn.relu(tf.nn.conv2d(x, k1, [1, 1, 1, 1], "SAME")))
+        k2 = tf.get_variable("c2/kernel", [1, 1, 8, 6], use_resource=False)
+        tf.reduce_mean(tf.nn.conv2d(h, k2, [1, 1, 1, 1], "SAME"), [1, 2], name="out")
+    analysis = analyze(graph.as_graph_def(), None, ["out"])
+    group = analysis.group_by_node("Conv2D")
+    assert not group.prunable and "Assign" in group.reason
+
+
+def test_damaged_checkpoint_and_bad_outputs(trained, tmp_path):
+    folder = os.path.dirname(trained["prefix"])
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, str(damaged))
+    data = [f for f in os.listdir(str(damaged)) if ".data-" in f and f.startswith(os.path.basename(trained["prefix"]))]
+    path = damaged / data[0]
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    prefix = str(damaged / os.path.basename(trained["prefix"]))
+    with pytest.raises(Tf1PruneError, match="cannot read"):
+        checkpoint.strip(trained["meta"], prefix, str(tmp_path / "out"), zeros=True,
+                         output_node_names=trained["outputs"])
+    assert not os.path.exists(str(tmp_path / "out"))
+    model = checkpoint.CheckpointModel(trained["meta"], trained["prefix"], trained["outputs"])
+    keep = model.analysis.full_keep()
+    with pytest.raises(Tf1PruneError, match="is an input file"):
+        checkpoint.strip_checkpoint(model, keep, str(tmp_path / "o2"), output_graph=trained["meta"])
+    var = next(v for v in model.analysis.bindings if model.nodes[v].op in checkpoint.VARIABLE_OPS)
+    with pytest.raises(Tf1PruneError, match="has shape"):
+        model.keep_mask(masks={var: np.zeros(3)})

@@ -101,12 +101,15 @@ class Context:
         self._param = {}
         self._shape_elems = {}     # (shape constant, index) -> elements it counts
         self.parent, self.arg_map = None, {}
+        self.update_ops = set()    # UPDATE_OPS roots: their assignments bind variables (ops._assign)
+        self.assigned = {}         # variable read -> update op writing it
 
     def child(self, view, arg_map):
         """Context for a function body: shares elements; its arguments are the call's inputs."""
         sub = Context(view)
         sub.uf, sub.spaces, sub.fixed, sub.layers = self.uf, self.spaces, self.fixed, self.layers
         sub.parent, sub.arg_map = self, arg_map
+        sub.update_ops, sub.assigned = self.update_ops, self.assigned
         for name, outer in arg_map.items():
             sub._param[name] = self.is_param(outer)
             inf = self.get(outer)
@@ -231,6 +234,13 @@ class Context:
         else:
             self.fix(elems, "per-channel parameter of %s is computed by unsupported op %s '%s'"
                      % (where or "?", node.op, node.name))
+
+    def source_of(self, name):
+        """The Const/variable a parameter tensor reads through pass-through ops."""
+        node = self.view.nodes[node_of(name)]
+        while ops.lookup(node.op).param == "pass":
+            node = self.view.nodes[node_of(self.inputs(node)[0])]
+        return node.name
 
     def rewrite_shape(self, tensor, index, elems, user):
         """Element ``index`` of shape tensor ``tensor`` must become the kept count of ``elems``."""
@@ -400,16 +410,25 @@ def propagate(ctx, order=None):
         ops.lookup(node.op).forward(ctx, node)
 
 
-def analyze(graph_def, input_specs=None, output_node_names=(), excludes=(), view=None):
-    """Find the channel groups of ``graph_def``; see the module docstring."""
+def analyze(graph_def, input_specs=None, output_node_names=(), excludes=(), view=None, update_ops=()):
+    """Find the channel groups of ``graph_def``; see the module docstring.
+
+    ``update_ops`` (a training graph's UPDATE_OPS, e.g. BN moving averages) are analysed with the
+    outputs, so the variables they update are bound to their channels."""
     if not output_node_names:
         raise Tf1PruneError("output node names are required")
-    view = view or GraphView(graph_def, input_specs, output_node_names)
+    view = view or GraphView(graph_def, input_specs, list(output_node_names) + [node_of(n) for n in update_ops])
     for name in excludes:
         if node_of(name) not in view.nodes:
             raise Tf1PruneError("excluded node %r is not in the graph" % name)
     ctx = Context(view)
+    ctx.update_ops = {node_of(n) for n in update_ops}
     propagate(ctx)
+    for read, op in ctx.assigned.items():   # weights must not be updated from activations
+        source = ctx.source_of(read)
+        for binding in ctx.bindings.get(source, {}).values():
+            if binding.role in ZERO_ROLES:
+                ctx.fix(binding.elems, "weight '%s' is also updated from activations by '%s'" % (source, op))
     for name in list(output_node_names):
         for i in range(view.num_outputs(node_of(name))):
             inf = ctx.get("%s:%d" % (node_of(name), i))

@@ -28,9 +28,9 @@ from google.protobuf import message, text_format
 from tensorflow.core.framework import variable_pb2
 
 from tf1prune import flops, importance, slim
-from tf1prune.analysis import Context, analyze
+from tf1prune.analysis import analyze
 from tf1prune.errors import Tf1PruneError
-from tf1prune.graph import GraphView, atomic_write, node_of, save_graph_def
+from tf1prune.graph import atomic_write, node_of, save_graph_def
 from tf1prune.spec import Spec
 
 VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
@@ -75,6 +75,15 @@ def open_checkpoint(path):
         raise Tf1PruneError("cannot read checkpoint %r: %s" % (path, text.strip().splitlines()[0]))
 
 
+def read_tensor(reader, key, prefix):
+    """``reader.get_tensor`` with a one-line error for a damaged checkpoint."""
+    try:
+        return reader.get_tensor(key)
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        text = (getattr(e, "message", None) or str(e) or type(e).__name__).strip().splitlines()[0]
+        raise Tf1PruneError("cannot read %r from checkpoint %r: %s" % (key, prefix, text))
+
+
 def _variable_of(nodes, ref, limit=8):
     """The variable node a tensor reads (through Identity/ReadVariableOp), else None."""
     node = nodes.get(node_of(ref))
@@ -116,8 +125,7 @@ class CheckpointModel:
         graph_def = self.meta.graph_def
         self.nodes = {n.name: n for n in graph_def.node}
         self.update_ops = self._update_ops()
-        view = GraphView(graph_def, input_specs, self.output_node_names + self.update_ops)
-        self.analysis = analyze(graph_def, input_specs, self.output_node_names, excludes, view=view)
+        self.analysis = analyze(graph_def, input_specs, self.output_node_names, excludes, update_ops=self.update_ops)
         self.var_defs = self._variable_defs()
         self.key_of = self._saved_keys()
         self.optimizer_vars, self.slots = self._optimizer_variables()
@@ -144,8 +152,8 @@ class CheckpointModel:
         return out
 
     def _saved_keys(self):
-        """Variable node -> checkpoint key, from the meta graph's SaveV2 ops (default: the node name)."""
-        keys = {}
+        """Variable node -> checkpoint key, from the SaveV2 op of the meta graph's Saver."""
+        per_saver = collections.defaultdict(dict)
         for node in self.meta.graph_def.node:
             if node.op != "SaveV2":
                 continue
@@ -154,12 +162,25 @@ class CheckpointModel:
             slices = self.analysis.view.const_value(ins[2])
             if names is None:
                 continue
+            scope = node.name.rsplit("/", 1)[0] if "/" in node.name else ""
             if slices is not None and any(s for s in slices.reshape(-1)):
-                raise Tf1PruneError("the Saver of the meta graph saves partitioned variables: not supported")
+                raise Tf1PruneError("Saver '%s' of the meta graph saves partitioned variables: not supported" % scope)
             for key, ref in zip(names.reshape(-1), ins[3:]):
                 var = _variable_of(self.nodes, ref)
                 if var is not None:
-                    keys.setdefault(var, key.decode() if isinstance(key, bytes) else str(key))
+                    per_saver[scope][var] = key.decode() if isinstance(key, bytes) else str(key)
+        if self.meta.HasField("saver_def") and self.meta.saver_def.filename_tensor_name:
+            scope = node_of(self.meta.saver_def.filename_tensor_name).rsplit("/", 1)[0]
+            chosen = [m for sc, m in per_saver.items() if sc == scope or sc.startswith(scope + "/")]
+        else:
+            chosen = list(per_saver.values())
+        keys = {}
+        for mapping in chosen:
+            for var, key in mapping.items():
+                if keys.setdefault(var, key) != key:
+                    raise Tf1PruneError("the meta graph's Savers save variable %r under different names (%r, %r) "
+                                        "and it has no saver_def to tell which one wrote the checkpoint"
+                                        % (var, keys[var], key))
         return keys
 
     def key(self, var):
@@ -182,18 +203,28 @@ class CheckpointModel:
                 if var in bound and self._var_shape(other) == self._var_shape(var):
                     if self.key(other) not in slots[var]:
                         slots[var].append(self.key(other))
-        model_keys = {self.key(v) for v in self.var_defs if v not in owned}
+        # Slots of optimizers absent from the graph or updating with plain assigns, and moving
+        # averages: an entry named [scope/]<variable key>/<suffix>, of the variable's shape.
         bound_by_key = {self.key(v): v for v in bound}
-        for key, shape in self.ckpt_shapes.items():   # slots of optimizers absent from the graph
-            if key in model_keys:
+        var_by_key = {self.key(v): v for v in self.var_defs}
+        for key, shape in self.ckpt_shapes.items():
+            if key in bound_by_key or (key in var_by_key and var_by_key[key] in bound):
                 continue
             parts = key.split("/")
-            for i in range(len(parts) - 1, 0, -1):
-                var = bound_by_key.get("/".join(parts[:i]))
-                if var is not None:
-                    if list(shape) == self._var_shape(var) and key not in slots[var]:
-                        slots[var].append(key)
+            match = None
+            for i in range(len(parts) - 1):
+                for j in range(len(parts) - 1, i, -1):
+                    var = bound_by_key.get("/".join(parts[i:j]))
+                    if var is not None and list(shape) == self._var_shape(var):
+                        match = var
+                        break
+                if match:
                     break
+            if match is not None:
+                if key not in slots[match]:
+                    slots[match].append(key)
+                if key in var_by_key:
+                    owned.add(var_by_key[key])
         return owned, dict(slots)
 
     def _var_shape(self, var):
@@ -222,20 +253,27 @@ class CheckpointModel:
     def value(self, name):
         """Checkpoint value of a variable node (the value of a Const node)."""
         if self.nodes[name].op in VARIABLE_OPS:
-            return self.reader.get_tensor(self.key(name))
+            return read_tensor(self.reader, self.key(name), self.prefix)
         return importance.const_values(self.analysis)(name)
 
     def keep_mask(self, spec=None, zeros=False, masks=None):
-        """Kept-unit mask from a spec (path or :class:`Spec`), the all-zero channels, or 0/1 masks."""
+        """Kept-unit mask from a spec (path or :class:`Spec`), the zeroed channels, or 0/1 masks.
+
+        ``zeros`` and ``masks`` remove the channels that are zero in *every* kernel slice, the
+        producing filters and the next layers' inputs, as masked training leaves them (the removal
+        is then exact).  After soft filter pruning, use :meth:`SoftFilterPruner.strip`."""
         if sum(x is not None and x is not False for x in (spec, masks, zeros or None)) != 1:
             raise Tf1PruneError("give exactly one of spec, zeros or masks")
         if spec is not None:
             return (Spec.load(spec) if isinstance(spec, str) else spec).keep_mask(self.analysis)
         if zeros:
             return ~importance.zeroed_units(self.analysis, self.value)
-        unknown = sorted(set(masks) - set(self.analysis.bindings))
-        if unknown:
-            raise Tf1PruneError("masks name variables that hold no prunable channels: %s" % unknown[:3])
+        for name, mask in masks.items():
+            if name not in self.analysis.bindings:
+                raise Tf1PruneError("mask for %r, which holds no prunable channels" % name)
+            if list(np.shape(mask)) != self._var_shape(name):
+                raise Tf1PruneError("mask for %r has shape %s, the variable %s"
+                                    % (name, list(np.shape(mask)), self._var_shape(name)))
         values = lambda n: masks[n] if n in masks else np.ones(self._var_shape(n))  # noqa: E731
         return ~importance.zeroed_units(self.analysis, values)
 
@@ -253,33 +291,67 @@ class CheckpointModel:
         axes_of = self.sliced_axes()
         values = {}
         for key in self.ckpt_shapes:
-            value = self.reader.get_tensor(key)
+            value = read_tensor(self.reader, key, self.prefix)
             for axis, binding in axes_of.get(key, {}).items():
                 value = np.compress(self.analysis.kept_positions(binding.elems, keep), value, axis=axis)
             values[key] = value
         return values
 
 
-def _initializer_bindings(model, variables):
-    """Bindings and shape rewrites that make the variables' initial values fit their slim shapes."""
-    analysis = model.analysis
-    ctx = Context(analysis.view)
-    ctx.uf.add(len(analysis.unit_of))
+def _gather_initial_values(graph_def, model, variables, keep):
+    """Each shrunk variable's initializer assigns its original initial value's kept channels (a
+    GatherV2 per axis), whatever computes that value.  Returns the new initial value tensors."""
+    nodes = {n.name: n for n in graph_def.node}
+    new_values = {}
     for var in variables:
         vd = model.var_defs[var]
-        if var not in analysis.bindings or not vd.initial_value_name:
+        assign = nodes.get(node_of(vd.initializer_name))
+        if var not in model.analysis.bindings or assign is None or len(_data_inputs(assign)) < 2:
             continue
-        for axis, binding in analysis.bindings[var].items():
-            ctx.bind(vd.initial_value_name, axis, binding.elems, "param", "the initializer of '%s'" % var)
-    merged = analysis.unit_of[ctx.uf.roots()] != analysis.unit_of
-    if ctx.fixed or merged.any():
-        why = next(iter(ctx.fixed.values()), "it ties channels of different groups")
-        raise Tf1PruneError("cannot shrink a variable initializer: %s" % why)
-    return dict(ctx.bindings), ctx.rewrites
+        value = _data_inputs(assign)[1]
+        dtype = nodes[var].attr["dtype"].type
+        for axis, binding in sorted(model.analysis.bindings[var].items()):
+            kept = np.flatnonzero(model.analysis.kept_positions(binding.elems, keep)).astype(np.int32)
+            if len(kept) == len(binding.elems):
+                continue
+            base = "%s/tf1prune_keep_axis%d" % (var, axis)
+            index, where = tf.NodeDef(name=base + "/indices", op="Const"), tf.NodeDef(name=base + "/axis", op="Const")
+            for node, array in ((index, kept), (where, np.int32(axis))):
+                node.attr["dtype"].type = tf.int32.as_datatype_enum
+                node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(array))
+            gather = tf.NodeDef(name=base, op="GatherV2", input=[value, index.name, where.name])
+            gather.attr["Tparams"].type = dtype
+            gather.attr["Tindices"].type = tf.int32.as_datatype_enum
+            gather.attr["Taxis"].type = tf.int32.as_datatype_enum
+            graph_def.node.extend([index, where, gather])
+            value = base
+        if value != _data_inputs(assign)[1]:
+            assign.input[1] = value
+            new_values[var] = value + ":0"
+    return new_values
+
+
+def _copy_collections(model, meta, variables, kept_nodes, new_values):
+    for key in VARIABLE_COLLECTIONS + ("global_step", "update_ops"):
+        if key not in model.meta.collection_def:
+            continue
+        collection = model.meta.collection_def[key]
+        for raw in collection.bytes_list.value:
+            vd = variable_pb2.VariableDef()
+            vd.ParseFromString(raw)
+            var = node_of(vd.variable_name)
+            if var in variables:
+                if var in new_values:
+                    vd.initial_value_name = new_values[var]
+                meta.collection_def[key].bytes_list.value.append(vd.SerializeToString())
+        names = [n for n in collection.node_list.value if node_of(n) in kept_nodes]
+        if names:
+            meta.collection_def[key].node_list.value.extend(names)
 
 
 def _slim_meta_graph(model, keep):
-    """MetaGraphDef of the slim model: outputs, model variables, initializers and a new Saver."""
+    """MetaGraphDef of the slim model: outputs, update ops, model variables with their
+    initializers, and a Saver that saves them under their checkpoint keys."""
     variables = model.model_variables()
     dest = list(model.output_node_names) + model.update_ops
     for var in variables:
@@ -290,36 +362,28 @@ def _slim_meta_graph(model, keep):
     if missing:
         raise Tf1PruneError("the meta graph's variable collections name missing nodes: %s" % missing[:3])
     graph_def = tf.graph_util.extract_sub_graph(model.meta.graph_def, dest)
-    init_bindings, init_rewrites = _initializer_bindings(model, variables)
     slim.shrink(graph_def, model.analysis, keep)
-    slim.shrink(graph_def, model.analysis, keep, init_bindings, init_rewrites)
+    new_values = _gather_initial_values(graph_def, model, variables, keep)
     slim.drop_stale_shapes(graph_def)
     slim.strip_unused_functions(graph_def)
-    custom = [n.name for n in graph_def.node if n.attr.pop("_gradient_op_type", None) is not None]
+    custom = [n for n in graph_def.node if "_gradient_op_type" in n.attr]
+    for node in custom:
+        del node.attr["_gradient_op_type"]
     if custom:
         tf.logging.warning("%d ops had Python custom gradients (e.g. %r), which a re-imported graph cannot "
                            "call: they are differentiated automatically in the slim meta graph",
-                           len(custom), custom[0])
-    kept_nodes = {n.name for n in graph_def.node}
+                           len(custom), custom[0].name)
     meta = tf.MetaGraphDef()
     meta.meta_info_def.CopyFrom(model.meta.meta_info_def)
     meta.graph_def.CopyFrom(graph_def)
-    for key in VARIABLE_COLLECTIONS + ("global_step", "update_ops"):
-        if key not in model.meta.collection_def:
-            continue
-        collection = model.meta.collection_def[key]
-        for raw in collection.bytes_list.value:
-            vd = variable_pb2.VariableDef()
-            vd.ParseFromString(raw)
-            if node_of(vd.variable_name) in variables:
-                meta.collection_def[key].bytes_list.value.append(raw)
-        names = [n for n in collection.node_list.value if node_of(n) in kept_nodes]
-        if names:
-            meta.collection_def[key].node_list.value.extend(names)
+    _copy_collections(model, meta, variables, {n.name for n in graph_def.node}, new_values)
     graph = tf.Graph()
     with graph.as_default():
         try:
             saver = tf.train.import_meta_graph(meta)
+            renamed = {model.key(v.op.name): v for v in tf.global_variables() if model.key(v.op.name) != v.op.name}
+            if renamed:   # the checkpoint keys are not the variable names: save under the keys
+                saver = tf.train.Saver({model.key(v.op.name): v for v in tf.global_variables()}, name="save_keys")
         except (ValueError, TypeError, tf.errors.OpError) as e:
             raise Tf1PruneError("internal error, slim meta graph rejected by TensorFlow (please report): %s"
                                 % str(e).strip().splitlines()[0])
@@ -339,26 +403,64 @@ def write_checkpoint(prefix, values, dtypes=None):
             sess.run(save, {h: values[n] for h, n in zip(holders, names)})
 
 
+def _input_files(prefix, meta_graph=None):
+    folder, base = os.path.split(os.path.abspath(prefix))
+    files = [os.path.join(folder, f) for f in os.listdir(folder) if f.startswith(base + ".")] \
+        if os.path.isdir(folder) else []
+    return [os.path.realpath(f) for f in files + ([meta_graph] if meta_graph else [])]
+
+
+def check_outputs(output_dir, output_graph, inputs):
+    """Refuse outputs that could replace an input: ``inputs`` are (checkpoint prefix, meta graph) pairs."""
+    folders = {os.path.realpath(os.path.dirname(os.path.abspath(p))) for prefix, meta in inputs
+               for p in [prefix] + ([meta] if meta else [])}
+    if os.path.realpath(output_dir) in folders:
+        raise Tf1PruneError("output folder %r holds an input (checkpoint or meta graph): choose another folder"
+                            % output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise Tf1PruneError("output folder %r is a file" % output_dir)
+    if output_graph:
+        if os.path.isdir(output_graph):
+            raise Tf1PruneError("output graph %r is a folder" % output_graph)
+        if os.path.realpath(output_graph) in {f for prefix, meta in inputs for f in _input_files(prefix, meta)}:
+            raise Tf1PruneError("output graph %r is an input file" % output_graph)
+
+
 @contextlib.contextmanager
-def staged_checkpoint(output_dir, basename, inputs=()):
-    """Yield a staging prefix; on success its files are renamed into ``output_dir`` (data, index,
-    meta, then the ``checkpoint`` state file).  Refuses to write over the ``inputs`` checkpoints."""
-    for prefix in inputs:
-        if os.path.realpath(os.path.dirname(prefix)) == os.path.realpath(output_dir):
-            raise Tf1PruneError("output folder %r holds the input checkpoint: choose another folder" % output_dir)
+def staged_checkpoint(output_dir, basename, extra=()):
+    """Yield a staging prefix in ``output_dir``.  On success the staged checkpoint files are
+    renamed into ``output_dir`` (data, index, then meta), then the ``extra`` (staged file, final
+    path) pairs (a list the caller may extend inside the block), and ``output_dir/checkpoint``
+    lists the new checkpoint as the latest.  On failure nothing is
+    left behind (not even ``output_dir`` if this call created it)."""
+    created = not os.path.exists(output_dir)
     try:
         os.makedirs(output_dir, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".tf1prune-", dir=output_dir)
     except OSError as e:
         raise Tf1PruneError("cannot write to %r: %s" % (output_dir, e.strerror or e))
+    done = False
     try:
         yield os.path.join(staging, basename)
         rank = lambda f: (0 if ".data-" in f else 1 if f.endswith(".index") else 2, f)  # noqa: E731
         for name in sorted(os.listdir(staging), key=rank):
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
-        tf.train.update_checkpoint_state(output_dir, basename, all_model_checkpoint_paths=[basename])
+        for staged, final in extra:
+            os.replace(staged, final)
+        state = tf.train.get_checkpoint_state(output_dir)
+        others = [p for p in (state.all_model_checkpoint_paths if state else [])
+                  if os.path.basename(p) != basename]
+        tf.train.update_checkpoint_state(output_dir, basename, all_model_checkpoint_paths=others + [basename])
+        done = True
+    except OSError as e:
+        raise Tf1PruneError("cannot write to %r: %s" % (output_dir, e.strerror or e))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for staged, _ in extra:
+            if os.path.exists(staged):
+                os.remove(staged)
+        if created and not done:
+            shutil.rmtree(output_dir, ignore_errors=True)
 
 
 def freeze(meta_graph, prefix, output_node_names):
@@ -374,16 +476,19 @@ def freeze(meta_graph, prefix, output_node_names):
     return slim.strip_unused_functions(frozen)
 
 
-def strip_checkpoint(model, keep, output_dir, output_graph=None):
+def strip_checkpoint(model, keep, output_dir, output_graph=None, inputs=()):
     """Write the slim checkpoint and meta graph of ``model`` for kept-unit mask ``keep``.
 
-    Also writes the slim frozen GraphDef to ``output_graph`` when given.  Returns a
+    Also writes the slim frozen GraphDef to ``output_graph`` when given.  ``inputs``: more
+    (checkpoint prefix, meta graph) pairs that must not be overwritten.  Returns a
     :class:`StripResult` (paths, and MACs/params before and after).
     """
+    check_outputs(output_dir, output_graph, [(model.prefix, model.meta_path)] + list(inputs))
     meta = _slim_meta_graph(model, keep)
     values = model.checkpoint_values(keep)
     basename = os.path.basename(model.prefix)
-    with staged_checkpoint(output_dir, basename, [model.prefix]) as staging:
+    extra = []
+    with staged_checkpoint(output_dir, basename, extra) as staging:
         write_checkpoint(staging, values, model.ckpt_dtypes)
         atomic_write(staging + ".meta", meta.SerializeToString())
         try:   # restoring the slim meta graph from the slim checkpoint checks every shape
@@ -391,8 +496,11 @@ def strip_checkpoint(model, keep, output_dir, output_graph=None):
         except (ValueError, tf.errors.OpError) as e:
             raise Tf1PruneError("internal error, slim checkpoint does not restore (please report): %s"
                                 % str(e).strip().splitlines()[0])
-        if output_graph:
-            save_graph_def(frozen, output_graph)
+        if output_graph:   # renamed into place with the checkpoint
+            fd, staged_graph = tempfile.mkstemp(prefix=".tf1prune-", dir=os.path.dirname(os.path.abspath(output_graph)))
+            os.close(fd)
+            extra.append((staged_graph, output_graph))
+            save_graph_def(frozen, staged_graph, as_text=output_graph.endswith((".pbtxt", ".txt")))
     prefix = os.path.join(output_dir, basename)
     return StripResult(prefix, prefix + ".meta", output_graph, flops.count(model.analysis),
                        flops.count(model.analysis, keep))
@@ -403,4 +511,3 @@ def strip(meta_graph, checkpoint, output_dir, spec=None, zeros=False, masks=None
     """One call: analyse, pick the kept channels (spec / zeros / masks) and :func:`strip_checkpoint`."""
     model = CheckpointModel(meta_graph, checkpoint, output_node_names, input_specs, excludes)
     return strip_checkpoint(model, model.keep_mask(spec, zeros, masks), output_dir, output_graph)
-

@@ -377,11 +377,17 @@ def _transpose(ctx, node):
 
 
 def _assign(ctx, node):
-    """A variable update (BN moving averages in UPDATE_OPS): the variable is bound to the value's channels."""
+    """An update op (BN moving averages in UPDATE_OPS) binds its variable to the value's channels.
+
+    Any other assignment of channel data (a variable used as state inside the model) is opaque."""
     ref, value = ctx.inputs(node)[:2]
     inf = ctx.get(value)
-    if inf is not None:
-        ctx.bind(ref, inf.axis, inf.elems, "param", "%s '%s'" % (node.op, node.name))
+    if inf is None:
+        return
+    if node.name not in ctx.update_ops:
+        return ctx.opaque(node, "a variable written from activations outside UPDATE_OPS")
+    ctx.bind(ref, inf.axis, inf.elems, "param", "%s '%s'" % (node.op, node.name))
+    ctx.assigned[node_of(ref)] = node.name
 
 
 def _switch(ctx, node):

@@ -39,8 +39,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from tf1prune import ops
-from tf1prune.checkpoint import CheckpointModel, open_checkpoint, staged_checkpoint, strip_checkpoint, \
-    write_checkpoint
+from tf1prune.checkpoint import CheckpointModel, check_outputs, open_checkpoint, read_tensor, \
+    staged_checkpoint, strip_checkpoint, write_checkpoint
 from tf1prune.errors import Tf1PruneError
 from tf1prune.graph import atomic_write, node_of
 from tf1prune.spec import rank_units
@@ -165,15 +165,15 @@ class SoftFilterPruner:
         return blocks, skipped
 
     # --- selection --------------------------------------------------------
-    def _values(self, reader):
-        return lambda name: reader.get_tensor(self.model.key(name)) \
+    def _values(self, reader, prefix):
+        return lambda name: read_tensor(reader, self.model.key(name), prefix) \
             if self.model.nodes[name].op != "Const" else self.model.value(name)
 
     def select(self, checkpoint=None):
         """Block name -> indices of the channels to prune (the seed's ``get_pruning_filters``)."""
         prefix, reader = self._open(checkpoint)
         analysis = self.model.analysis
-        values = self._values(reader)
+        values = self._values(reader, prefix)
         scores = self._filter_scores(values)
         minimum = rank_units(analysis, scores).minimum
         selected = collections.OrderedDict()
@@ -301,12 +301,13 @@ class SoftFilterPruner:
         dtypes = reader.get_variable_to_dtype_map()
         values = {}
         for key in reader.get_variable_to_shape_map():
-            value = reader.get_tensor(key)
+            value = read_tensor(reader, key, prefix)
             if key in masks:
                 value = (value * masks[key][1]).astype(value.dtype)
             values[key] = value
         basename = os.path.basename(prefix)
-        with staged_checkpoint(self.output_dir, basename, [prefix, self.model.prefix]) as staging:
+        check_outputs(self.output_dir, None, [(prefix, None), (self.model.prefix, self.model.meta_path)])
+        with staged_checkpoint(self.output_dir, basename) as staging:
             write_checkpoint(staging, values, dtypes)
             shutil.copyfile(self.model.meta_path, staging + ".meta")
         record = {"threshold": self.threshold, "method": self.method, "source": prefix,
@@ -328,7 +329,7 @@ class SoftFilterPruner:
         if self.selected is None:
             raise Tf1PruneError("nothing is selected yet: call soft_prune() first")
         prefix, reader = self._open(checkpoint)
-        scores = self._filter_scores(self._values(reader))
+        scores = self._filter_scores(self._values(reader, prefix))
         rows, selected_total, converged_total = [], 0, 0
         for name, block in self.blocks.items():
             units = np.array(self.model.analysis.groups[block.group].units)
@@ -353,7 +354,7 @@ class SoftFilterPruner:
         keep = model.analysis.full_keep()
         for name, idx in self.selected.items():
             keep[np.array(model.analysis.groups[self.blocks[name].group].units)[idx]] = False
-        return strip_checkpoint(model, keep, output_dir, output_graph)
+        return strip_checkpoint(model, keep, output_dir, output_graph, inputs=[(self.model.prefix, self.model.meta_path)])
 
 
 class _ZeroHook(tf.train.SessionRunHook):
