@@ -439,6 +439,7 @@ def _train_small(folder, build, saver_fn=None):
         saver = saver_fn() if saver_fn else tf.train.Saver()
         rng = np.random.RandomState(0)
         with tf.Session(config=session_config()) as sess:
+            sess.run(tf.variables_initializer(tf.trainable_variables()))   # before the EMA shadows read them
             sess.run(tf.global_variables_initializer())
             for _ in range(2):
                 sess.run(train_op, {"x:0": rng.randn(4, 8, 8, 3), "labels:0": rng.randint(0, 4, 4)})

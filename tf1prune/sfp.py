@@ -368,6 +368,10 @@ class _ZeroHook(tf.train.SessionRunHook):
         missing = sorted(set(self.masks) - set(variables))
         if missing:
             raise Tf1PruneError("soft-pruning hook: the graph has no variable %r" % missing[0])
+        for name, mask in sorted(self.masks.items()):
+            if variables[name].shape.as_list() != list(mask.shape):
+                raise Tf1PruneError("soft-pruning hook: variable %r has shape %s, the pruned model's is %s"
+                                    % (name, variables[name].shape.as_list(), list(mask.shape)))
         with tf.name_scope("tf1prune_soft_prune"):
             self.op = tf.group(*[variables[n].assign(variables[n] * tf.constant(m, variables[n].dtype.base_dtype))
                                  for n, m in sorted(self.masks.items())])
