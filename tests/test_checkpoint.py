@@ -541,3 +541,55 @@ def test_damaged_checkpoint_and_bad_outputs(trained, tmp_path):
     var = next(v for v in model.analysis.bindings if model.nodes[v].op in checkpoint.VARIABLE_OPS)
     with pytest.raises(Tf1PruneError, match="has shape"):
         model.keep_mask(masks={var: np.zeros(3)})
+
+
+def test_second_head_weight_copy_and_l2sp_term(tmp_path):
+    """An auxiliary head reading pruned channels must be listed as an output; a weight copy used in
+    an L2-SP loss term shrinks with its weight and stays in the slim meta graph."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, 8, 8, 3], name="x")
+        labels = tf.placeholder(tf.int64, [None], name="labels")
+        with tf.variable_scope("", use_resource=False):
+            k1 = tf.get_variable("c1/kernel", [3, 3, 3, 8])
+            h = tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(x, k1, [1] * 4, "SAME")), [1, 2])
+            w = tf.get_variable("fc/kernel", [8, 4])
+            w0 = tf.get_variable("c1/kernel/initial", [3, 3, 3, 8], trainable=False)   # named like a slot
+            logits = tf.matmul(h, w, name="logits")
+            aux_logits = tf.matmul(h, tf.get_variable("aux/fc/kernel", [8, 4]), name="aux_logits")
+        xent = lambda z: tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=z))  # noqa
+        loss = tf.add(xent(logits), 0.1 * tf.reduce_sum(tf.square(k1 - w0)), name="loss")
+        aux_loss = tf.identity(xent(aux_logits), name="aux_loss")
+        step = tf.train.get_or_create_global_step()
+        train_op = tf.train.MomentumOptimizer(0.1, 0.9).minimize(loss + 0.4 * aux_loss, global_step=step)
+        with tf.Session(config=session_config()) as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(w0.assign(k1 + 0.1))
+            sess.run(train_op, {x: np.ones((2, 8, 8, 3)), labels: [0, 1]})
+            prefix = tf.train.Saver().save(sess, str(tmp_path / "pre" / "model.ckpt"), global_step=step)
+    model = checkpoint.CheckpointModel(prefix + ".meta", prefix, ["logits", "loss"])
+    with pytest.raises(Tf1PruneError, match="aux"):
+        checkpoint.strip_checkpoint(model, _half_spec(model).keep_mask(model.analysis), str(tmp_path / "no"))
+    assert not os.path.exists(str(tmp_path / "no"))
+
+    outputs = ["logits", "loss", "aux_logits", "aux_loss"]
+    model = checkpoint.CheckpointModel(prefix + ".meta", prefix, outputs)
+    spec = _half_spec(model)
+    result = checkpoint.strip_checkpoint(model, spec.keep_mask(model.analysis), str(tmp_path / "slim"),
+                                         output_graph=str(tmp_path / "slim.pb"))
+    shapes = tf.train.load_checkpoint(result.checkpoint).get_variable_to_shape_map()
+    assert shapes["aux/fc/kernel/Momentum"] == shapes["aux/fc/kernel"] == [4, 4]
+    assert shapes["c1/kernel/initial"] == shapes["c1/kernel"] == [3, 3, 3, 4]
+    assert "c1/kernel/initial" in model.model_variables()
+    feeds = {"x:0": np.random.RandomState(3).randn(2, 8, 8, 3).astype(np.float32), "labels:0": np.array([1, 2])}
+    frozen = checkpoint.freeze(prefix + ".meta", prefix, outputs)
+    analysis = analyze(frozen, None, outputs)
+    names = [o + ":0" for o in outputs]
+    sparse = run_graph(slim.sparse_graph_def(analysis, spec.keep_mask(analysis)), feeds, names)
+    graph_def = tf.GraphDef()
+    graph_def.ParseFromString(open(result.graph, "rb").read())
+    for a, b in zip(run_graph(graph_def, feeds, names), sparse):   # the loss too: w0 is zeroed in sparse
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(Tf1PruneError, match="replace a file of the slim checkpoint"):
+        checkpoint.strip_checkpoint(model, spec.keep_mask(model.analysis), str(tmp_path / "s2"),
+                                    output_graph=str(tmp_path / "s2" / "checkpoint"))

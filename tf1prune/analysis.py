@@ -32,7 +32,7 @@ ChannelInfo = collections.namedtuple("ChannelInfo", "axis elems")
 Space = collections.namedtuple("Space", "start size kind node")
 Binding = collections.namedtuple("Binding", "elems role")
 Layer = collections.namedtuple("Layer", "node kind factor dims kernel")
-ZERO_ROLES = ("kernel", "bias", "bn_scale", "bn_offset")
+ZERO_ROLES = ("kernel", "bias", "bn_scale", "bn_offset", "tied")  # "tied": see bind_parameter_math
 # Ops that read a shape constant, and at which input (None: any input).
 SHAPE_INPUTS = dict({"Reshape": 1, "Pack": None, "Identity": 0, "Cast": 0},
                     **{op: 0 for op, rule in ops.REGISTRY.items() if rule.param == "shape"})
@@ -228,7 +228,7 @@ class Context:
                 if ts is None or (idx >= 0 and ts[idx] is None):
                     self.fix(elems, "parameter op %s '%s' has unknown shape" % (node.op, node.name))
                 elif idx >= 0 and ts[idx] != 1:
-                    self.bind(t, idx, elems, "param", where)
+                    self.bind(t, idx, elems, "tied" if role == "tied" else "param", where)
         elif kind == "shape":
             self.rewrite_shape(self.inputs(node)[0], axis, elems, node)
         else:
@@ -410,6 +410,62 @@ def propagate(ctx, order=None):
         ops.lookup(node.op).forward(ctx, node)
 
 
+def _param_sources(ctx, tensor):
+    """Const/variable nodes an element-wise parameter expression reads."""
+    out, stack = set(), [tensor]
+    while stack:
+        node = ctx.view.nodes[node_of(stack.pop())]
+        kind = ops.lookup(node.op).param
+        if kind == "source":
+            out.add(node.name)
+        elif kind in ("pass", "elementwise"):
+            stack.extend(ctx.inputs(node))
+    return out
+
+
+def bind_parameter_math(ctx):
+    """Element-wise math between parameters that no layer consumes (an L2-SP term ``w - w0`` in a
+    loss): a channel axis bound on one input is bound on all, so they shrink together.  The newly
+    bound parameters are zeroed in the sparse graph too (role ``tied``), so slim == sparse holds
+    for such outputs as well."""
+    axes_of = {}   # parameter tensor -> {axis: elements}
+    for name in ctx.view.order:
+        node = ctx.view.nodes[name]
+        kind = ops.lookup(node.op).param
+        if kind == "source":
+            if name in ctx.bindings:
+                axes_of[name + ":0"] = {a: b.elems for a, b in ctx.bindings[name].items()}
+            continue
+        if kind not in ("pass", "elementwise") or not ctx.is_param(name + ":0"):
+            continue
+        ins = ctx.inputs(node)
+        if kind == "pass":
+            if ins and ins[0] in axes_of:
+                axes_of[name + ":0"] = axes_of[ins[0]]
+            continue
+        out_shape = ctx.shape(name + ":0")
+        if out_shape is None:
+            continue
+        found = {}
+        for t in ins:
+            ts = ctx.shape(t)
+            for axis, elems in axes_of.get(t, {}).items():
+                if ts is not None:
+                    found.setdefault(axis + len(out_shape) - len(ts), elems)
+        sources = _param_sources(ctx, name + ":0")
+        for axis, elems in found.items():
+            unbound = []   # sources with this channel axis and no binding on it yet
+            for src in sources:
+                shape = ctx.shape(src + ":0") or []
+                at = axis - len(out_shape) + len(shape)
+                if 0 <= at < len(shape) and shape[at] == len(elems) and at not in ctx.bindings.get(src, {}):
+                    unbound.append(src)
+            if unbound:
+                ctx.bind(name + ":0", axis, elems, "tied", "%s '%s'" % (node.op, node.name))
+        if found:
+            axes_of[name + ":0"] = found
+
+
 def analyze(graph_def, input_specs=None, output_node_names=(), excludes=(), view=None, update_ops=()):
     """Find the channel groups of ``graph_def``; see the module docstring.
 
@@ -424,6 +480,7 @@ def analyze(graph_def, input_specs=None, output_node_names=(), excludes=(), view
     ctx = Context(view)
     ctx.update_ops = {node_of(n) for n in update_ops}
     propagate(ctx)
+    bind_parameter_math(ctx)
     for read, op in ctx.assigned.items():   # weights must not be updated from activations
         source = ctx.source_of(read)
         for binding in ctx.bindings.get(source, {}).values():

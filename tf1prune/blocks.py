@@ -80,20 +80,21 @@ def _se_block(analysis, node):
     if None in shapes or len(shapes[0]) != 4 or len(shapes[1]) != 4:
         return None
     squeezed = [s[1] * s[2] == 1 for s in shapes]
-    if squeezed.count(True) != 1:
+    if not any(squeezed):
         return None
-    gate = ins[squeezed.index(True)]
-    expand = _walk_back(analysis, gate, LAYER_OPS)
-    if expand is None:
-        return None
-    reduce_ = _walk_back(analysis, view.data_inputs(expand.name)[0], LAYER_OPS)
-    if reduce_ is None:
-        return None
-    pool = _walk_back(analysis, view.data_inputs(reduce_.name)[0], ("Mean", "AvgPool"))
-    if pool is None:
-        return None
-    return Block("squeeze_excitation", [pool.name, reduce_.name, expand.name, node.name],
-                 _group_of(analysis, reduce_.name + ":0"))
+    for k in (0, 1):   # at 1x1 resolution both inputs are squeezed: the gate is the one that fits
+        if not squeezed[k]:
+            continue
+        expand = _walk_back(analysis, ins[k], LAYER_OPS)
+        reduce_ = expand and _walk_back(analysis, view.data_inputs(expand.name)[0], LAYER_OPS)
+        pool = reduce_ and _walk_back(analysis, view.data_inputs(reduce_.name)[0], ("Mean", "AvgPool"))
+        if pool is None:
+            continue
+        if all(squeezed) and node_of(view.data_inputs(pool.name)[0]) != node_of(ins[1 - k]):
+            continue
+        return Block("squeeze_excitation", [pool.name, reduce_.name, expand.name, node.name],
+                     _group_of(analysis, reduce_.name + ":0"))
+    return None
 
 
 def _inverted_residual(analysis, node):

@@ -204,28 +204,33 @@ class CheckpointModel:
                     if self.key(other) not in slots[var]:
                         slots[var].append(self.key(other))
         # Slots of optimizers absent from the graph or updating with plain assigns, and moving
-        # averages: an entry named [scope/]<variable key>/<suffix>, of the variable's shape.
-        bound_by_key = {self.key(v): v for v in bound}
+        # averages: an entry named [scope/]<variable key>/<suffix>, of the variable's shape, where
+        # <variable key> is the first and longest run of the name that is some variable's key.
+        # Those that are variables of the meta graph stay in it, shrunk like their variable.
         var_by_key = {self.key(v): v for v in self.var_defs}
+        var_by_key.update({self.key(v): v for v in bound})
+        taken = {k for keys in slots.values() for k in keys}
+        self.tied_variables = {}
         for key, shape in self.ckpt_shapes.items():
-            if key in bound_by_key or (key in var_by_key and var_by_key[key] in bound):
+            if key in taken or var_by_key.get(key) in bound or var_by_key.get(key) in owned:
                 continue
             parts = key.split("/")
-            match = None
-            for i in range(len(parts) - 1):
-                for j in range(len(parts) - 1, i, -1):
-                    var = bound_by_key.get("/".join(parts[i:j]))
-                    if var is not None and list(shape) == self._var_shape(var):
-                        match = var
-                        break
-                if match:
-                    break
-            if match is not None:
-                if key not in slots[match]:
-                    slots[match].append(key)
-                if key in var_by_key:
-                    owned.add(var_by_key[key])
+            master = next((var_by_key["/".join(parts[i:j])] for i in range(len(parts) - 1)
+                           for j in range(len(parts) - 1, i, -1) if "/".join(parts[i:j]) in var_by_key), None)
+            if master in bound and list(shape) == self._var_shape(master):
+                slots.setdefault(master, []).append(key)
+                var = var_by_key.get(key)
+                if var is not None and self._initialized_from(var, master):
+                    owned.add(var)   # a moving average: re-created by its owner, restored by name
+                elif var is not None:
+                    self.tied_variables[var] = master
         return owned, dict(slots)
+
+    def _initialized_from(self, var, master):
+        vd = self.var_defs.get(var)
+        if vd is None or not vd.initial_value_name:
+            return False
+        return master in self.analysis.view.order_from([node_of(vd.initial_value_name)])[1]
 
     def _var_shape(self, var):
         node = self.nodes[var]
@@ -277,6 +282,27 @@ class CheckpointModel:
         values = lambda n: masks[n] if n in masks else np.ones(self._var_shape(n))  # noqa: E731
         return ~importance.zeroed_units(self.analysis, values)
 
+    def check_left_out(self, keep):
+        """Refuse to cut a layer off the slim graph while its weights read pruned channels (a second
+        head missing from the output nodes): its variable would no longer fit the slim model."""
+        view, kept = self.analysis.view, set(self.model_variables())
+        bound = set(self.analysis.bindings) | set(self.tied_variables)
+        for var in sorted(kept - bound):
+            stack = [var]
+            while stack:
+                for user, _ in view.consumers.get(stack.pop(), []):
+                    node = self.nodes[user]
+                    if node.op in _READS:
+                        stack.append(user)
+                        continue
+                    for t in view.data_inputs(user):
+                        inf = self.analysis.tensor_info(t)
+                        if inf is not None and not self.analysis.kept_positions(inf.elems, keep).all():
+                            raise Tf1PruneError(
+                                "variable %r is used by %s '%s', which reads pruned channels but is neither under "
+                                "the output nodes nor in UPDATE_OPS: list its outputs as output nodes"
+                                % (var, node.op, user))
+
     def sliced_axes(self):
         """Checkpoint key -> bound axes ({axis: Binding}) of every variable and slot to slice."""
         out = {}
@@ -298,7 +324,7 @@ class CheckpointModel:
         return values
 
 
-def _gather_initial_values(graph_def, model, variables, keep):
+def _gather_initial_values(graph_def, model, variables, keep, bindings):
     """Each shrunk variable's initializer assigns its original initial value's kept channels (a
     GatherV2 per axis), whatever computes that value.  Returns the new initial value tensors."""
     nodes = {n.name: n for n in graph_def.node}
@@ -306,11 +332,11 @@ def _gather_initial_values(graph_def, model, variables, keep):
     for var in variables:
         vd = model.var_defs[var]
         assign = nodes.get(node_of(vd.initializer_name))
-        if var not in model.analysis.bindings or assign is None or len(_data_inputs(assign)) < 2:
+        if var not in bindings or assign is None or len(_data_inputs(assign)) < 2:
             continue
         value = _data_inputs(assign)[1]
         dtype = nodes[var].attr["dtype"].type
-        for axis, binding in sorted(model.analysis.bindings[var].items()):
+        for axis, binding in sorted(bindings[var].items()):
             kept = np.flatnonzero(model.analysis.kept_positions(binding.elems, keep)).astype(np.int32)
             if len(kept) == len(binding.elems):
                 continue
@@ -363,7 +389,9 @@ def _slim_meta_graph(model, keep):
         raise Tf1PruneError("the meta graph's variable collections name missing nodes: %s" % missing[:3])
     graph_def = tf.graph_util.extract_sub_graph(model.meta.graph_def, dest)
     slim.shrink(graph_def, model.analysis, keep)
-    new_values = _gather_initial_values(graph_def, model, variables, keep)
+    tied = {var: model.analysis.bindings[master] for var, master in model.tied_variables.items() if var in variables}
+    slim.shrink(graph_def, model.analysis, keep, tied, [])
+    new_values = _gather_initial_values(graph_def, model, variables, keep, dict(model.analysis.bindings, **tied))
     slim.drop_stale_shapes(graph_def)
     slim.strip_unused_functions(graph_def)
     custom = [n for n in graph_def.node if "_gradient_op_type" in n.attr]
@@ -410,8 +438,9 @@ def _input_files(prefix, meta_graph=None):
     return [os.path.realpath(f) for f in files + ([meta_graph] if meta_graph else [])]
 
 
-def check_outputs(output_dir, output_graph, inputs):
-    """Refuse outputs that could replace an input: ``inputs`` are (checkpoint prefix, meta graph) pairs."""
+def check_outputs(output_dir, output_graph, inputs, basename=None):
+    """Refuse outputs that could replace an input (``inputs``: (checkpoint prefix, meta graph) pairs)
+    or a file of the checkpoint ``basename`` being written."""
     folders = {os.path.realpath(os.path.dirname(os.path.abspath(p))) for prefix, meta in inputs
                for p in [prefix] + ([meta] if meta else [])}
     if os.path.realpath(output_dir) in folders:
@@ -422,6 +451,13 @@ def check_outputs(output_dir, output_graph, inputs):
     if output_graph:
         if os.path.isdir(output_graph):
             raise Tf1PruneError("output graph %r is a folder" % output_graph)
+        folder = os.path.dirname(os.path.abspath(output_graph))
+        if not os.path.isdir(folder) and os.path.realpath(folder) != os.path.realpath(output_dir):
+            raise Tf1PruneError("the folder of output graph %r does not exist" % output_graph)
+        name = os.path.basename(output_graph)
+        if os.path.realpath(os.path.dirname(os.path.abspath(output_graph))) == os.path.realpath(output_dir) \
+                and (name == "checkpoint" or (basename and name.startswith(basename + "."))):
+            raise Tf1PruneError("output graph %r would replace a file of the slim checkpoint" % output_graph)
         if os.path.realpath(output_graph) in {f for prefix, meta in inputs for f in _input_files(prefix, meta)}:
             raise Tf1PruneError("output graph %r is an input file" % output_graph)
 
@@ -483,7 +519,9 @@ def strip_checkpoint(model, keep, output_dir, output_graph=None, inputs=()):
     (checkpoint prefix, meta graph) pairs that must not be overwritten.  Returns a
     :class:`StripResult` (paths, and MACs/params before and after).
     """
-    check_outputs(output_dir, output_graph, [(model.prefix, model.meta_path)] + list(inputs))
+    check_outputs(output_dir, output_graph, [(model.prefix, model.meta_path)] + list(inputs),
+                  os.path.basename(model.prefix))
+    model.check_left_out(keep)
     meta = _slim_meta_graph(model, keep)
     values = model.checkpoint_values(keep)
     basename = os.path.basename(model.prefix)

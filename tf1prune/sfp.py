@@ -9,7 +9,7 @@ Blocks come from the analyser; ``scope_names`` may restrict them.  Selection per
   until they hold ``threshold`` of the block's total; select the rest.
 - ``redundancy`` (after Liu et al. 2017, redundant kernel removal): visiting filters from the
   strongest, a filter is redundant when its cosine similarity with a filter already kept is at
-  least ``threshold``.
+  least ``threshold`` (signed: a negated filter is a different feature after a ReLU).
 
 A channel's *filters* are the kernel slices that produce it: the expand (or SE reduce) conv's
 output slice and the depthwise filter.  Soft pruning zeroes them in a copy of the checkpoint (and,
@@ -106,7 +106,7 @@ class SoftFilterPruner:
       method: ``magnitude`` or ``redundancy``; threshold: see the module docstring.
       output_dir: where :meth:`soft_prune` writes its checkpoint.
       max_ratio: at most this fraction of a block's channels is selected.
-      channel_divisible: a block keeps a multiple of this many channels.
+      channel_divisible: what a block keeps is rounded up to a multiple of this (at most the block).
       tolerance: a selected filter converged when its magnitude is at most this times the median
         magnitude of the block's kept filters.
     """
@@ -116,8 +116,12 @@ class SoftFilterPruner:
                  tolerance=0.05):
         if method not in METHODS:
             raise Tf1PruneError("method must be one of %s, got %r" % (", ".join(METHODS), method))
-        if not 0 <= max_ratio < 1:
-            raise Tf1PruneError("max_ratio must be in [0, 1), got %r" % max_ratio)
+        if not isinstance(max_ratio, (int, float)) or not 0 <= max_ratio < 1:
+            raise Tf1PruneError("max_ratio must be in [0, 1), got %r" % (max_ratio,))
+        if not isinstance(tolerance, (int, float)) or tolerance < 0:
+            raise Tf1PruneError("tolerance must be >= 0, got %r" % (tolerance,))
+        if not isinstance(channel_divisible, int) or channel_divisible < 1:
+            raise Tf1PruneError("channel_divisible must be a positive integer, got %r" % (channel_divisible,))
         self.model = CheckpointModel(meta_graph, checkpoint, output_node_names, input_specs)
         self.method, self.max_ratio, self.tolerance = method, max_ratio, tolerance
         self.channel_divisible = int(channel_divisible)
@@ -134,8 +138,8 @@ class SoftFilterPruner:
         self.output_dir = path
 
     def set_threshold(self, value):
-        if not 0 <= value <= 1:
-            raise Tf1PruneError("threshold must be in [0, 1], got %r" % value)
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise Tf1PruneError("threshold must be a number in [0, 1], got %r" % (value,))
         self.threshold = float(value)
 
     # --- blocks -----------------------------------------------------------
@@ -145,6 +149,8 @@ class SoftFilterPruner:
         blocks, skipped, seen = collections.OrderedDict(), [], set()
         for block in analysis.blocks:
             name = _block_name(block)
+            if name in blocks or name in dict(skipped):
+                name = "%s (%s)" % (name, block.type)
             if scopes and not any(n.startswith(s) for n in block.nodes for s in scopes):
                 continue
             group = analysis.groups[block.group] if block.group is not None else None
@@ -153,7 +159,7 @@ class SoftFilterPruner:
                 if inner.type == "squeeze_excitation" and block.group is not None \
                         and _channel_group(analysis, inner.nodes[-1]) == block.group:
                     members.update(inner.nodes)
-            if group is None or not set(group.nodes) <= members:
+            if group is None or not set(group.nodes) <= members or not set(group.consumers) <= members:
                 skipped.append((name, "its internal channels are shared with layers outside the block"))
             elif not group.prunable:
                 skipped.append((name, group.reason))
@@ -217,7 +223,7 @@ class SoftFilterPruner:
         unit = vectors / np.maximum(norms, 1e-12)[:, None]
         kept, chosen = [], set()
         for i in order:
-            if norms[i] == 0 or (kept and np.max(np.abs(unit[kept] @ unit[i])) >= self.threshold):
+            if norms[i] == 0 or (kept and np.max(unit[kept] @ unit[i]) >= self.threshold - 1e-6):
                 chosen.add(int(i))
             else:
                 kept.append(int(i))
@@ -309,7 +315,8 @@ class SoftFilterPruner:
         check_outputs(self.output_dir, None, [(prefix, None), (self.model.prefix, self.model.meta_path)])
         with staged_checkpoint(self.output_dir, basename) as staging:
             write_checkpoint(staging, values, dtypes)
-            shutil.copyfile(self.model.meta_path, staging + ".meta")
+            own_meta = prefix + ".meta"   # the meta graph saved with the checkpoint, if any
+            shutil.copyfile(own_meta if os.path.exists(own_meta) else self.model.meta_path, staging + ".meta")
         record = {"threshold": self.threshold, "method": self.method, "source": prefix,
                   "selected": selected}
         atomic_write(os.path.join(self.output_dir, "sfp_filters.json"), json.dumps(record, indent=1))
@@ -317,7 +324,10 @@ class SoftFilterPruner:
         return self.checkpoint
 
     def hook(self, every_n_steps):
-        """SessionRunHook zeroing the current selection at session start and every N steps."""
+        """SessionRunHook zeroing the current selection at session start and every N steps.
+
+        Hooks run in list order: a ``CheckpointSaverHook`` placed before it (as
+        ``MonitoredTrainingSession`` does) saves the step's weights before they are zeroed again."""
         if self.selected is None:
             raise Tf1PruneError("nothing is selected yet: call select() or soft_prune() first")
         masks = {var: mask for var, mask in self._zero_masks(self.selected).values()}
