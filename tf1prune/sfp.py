@@ -304,6 +304,11 @@ class SoftFilterPruner:
             reselect = self.selected is None or self._selected_at != self.threshold
         selected = self.select(prefix) if reselect else self.selected
         masks = self._zero_masks(selected)
+        shapes = reader.get_variable_to_shape_map()
+        for key in shapes:   # slots of an optimizer the meta graph does not have (retrained otherwise)
+            owner = next((k for k in list(masks) if key.startswith(k + "/")), None)
+            if key not in masks and owner is not None and list(shapes[key]) == list(masks[owner][1].shape):
+                masks[key] = masks[owner]
         dtypes = reader.get_variable_to_dtype_map()
         values = {}
         for key in reader.get_variable_to_shape_map():
