@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -593,3 +594,68 @@ def test_second_head_weight_copy_and_l2sp_term(tmp_path):
     with pytest.raises(Tf1PruneError, match="replace a file of the slim checkpoint"):
         checkpoint.strip_checkpoint(model, spec.keep_mask(model.analysis), str(tmp_path / "s2"),
                                     output_graph=str(tmp_path / "s2" / "checkpoint"))
+
+
+# --- property: random architectures through the checkpoint path ------------------------------
+
+OPTIMIZERS = {"adam": lambda: tf.train.AdamOptimizer(1e-2), "momentum": lambda: tf.train.MomentumOptimizer(0.05, 0.9),
+              "rmsprop": lambda: tf.train.RMSPropOptimizer(1e-2)}
+
+
+def _property_checkpoint(arch, seed, optimizer, folder):
+    import test_property
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(seed)
+        _, logits = test_property.build(arch)
+        labels = tf.placeholder(tf.int64, [None], name="labels")
+        tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits), name="loss")
+        step = tf.train.get_or_create_global_step()
+        train_op = OPTIMIZERS[optimizer]().minimize(graph.get_tensor_by_name("loss:0"), global_step=step)
+        rng = np.random.RandomState(seed)
+        feeds = {"input:0": rng.standard_normal((3, arch["size"], arch["size"], arch["in_ch"])),
+                 "labels:0": rng.randint(0, arch["classes"], 3)}
+        with tf.Session(config=session_config()) as sess:
+            sess.run(tf.global_variables_initializer())
+            randomize_bn_and_biases(sess, seed)
+            sess.run(train_op, feeds)
+            return tf.train.Saver().save(sess, os.path.join(folder, "model.ckpt"), global_step=step), feeds
+
+
+def _check_random_checkpoint(arch, seed, optimizer, folder):
+    prefix, feeds = _property_checkpoint(arch, seed, optimizer, folder)
+    model = checkpoint.CheckpointModel(prefix + ".meta", prefix, ["logits", "loss"])
+    spec = _half_spec(model)
+    result = checkpoint.strip_checkpoint(model, spec.keep_mask(model.analysis), os.path.join(folder, "slim"),
+                                         output_graph=os.path.join(folder, "slim.pb"))
+    x = {"input:0": feeds["input:0"].astype(np.float32)}
+    sparse = _sparse_outputs(dict(meta=prefix + ".meta", prefix=prefix, logits="logits"), spec, x)
+    graph_def = tf.GraphDef()
+    graph_def.ParseFromString(open(result.graph, "rb").read())
+    slim_out = run_graph(graph_def, x, ["logits:0"])[0]
+    np.testing.assert_allclose(slim_out, sparse, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(sparse).max()))
+    graph = tf.Graph()
+    with graph.as_default():   # the slim model trains on with its restored optimizer state
+        tf.train.import_meta_graph(result.meta_graph)
+        train_op = OPTIMIZERS[optimizer]().minimize(graph.get_tensor_by_name("loss:0"),
+                                                    global_step=tf.train.get_global_step())
+        with tf.Session(config=session_config()) as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().restore(sess, result.checkpoint)
+            sess.run(train_op, feeds)
+
+
+def test_random_architectures_through_checkpoints(tmp_path):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    import test_property
+
+    @settings(max_examples=int(os.environ.get("TF1PRUNE_CKPT_EXAMPLES", "8")), deadline=None,
+              derandomize=os.environ.get("TF1PRUNE_EXPLORE") is None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                     HealthCheck.function_scoped_fixture])
+    @given(arch=test_property.architectures(), seed=st.integers(0, 2 ** 16),
+           optimizer=st.sampled_from(sorted(OPTIMIZERS)))
+    def check(arch, seed, optimizer):
+        folder = tempfile.mkdtemp(dir=str(tmp_path))
+        _check_random_checkpoint(arch, seed, optimizer, folder)
+    check()
