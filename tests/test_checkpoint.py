@@ -410,6 +410,11 @@ def test_sfp_bad_input(keras_trained, tmp_path):
     pruner.set_output_dir(os.path.dirname(keras_trained["prefix"]))
     with pytest.raises(Tf1PruneError, match="holds an input"):
         pruner.soft_prune()
+    pruner.select()
+    with pytest.raises(Tf1PruneError, match="holds an input"):
+        pruner.strip(os.path.dirname(keras_trained["prefix"]))
+    with pytest.raises(Tf1PruneError, match="tolerance"):
+        sfp.SoftFilterPruner(*args, tolerance=-1)
 
 
 # --- unusual training graphs --------------------------------------------------------------------
