@@ -24,13 +24,12 @@ import tempfile
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from google.protobuf import message, text_format
 from tensorflow.core.framework import variable_pb2
 
 from tf1prune import flops, importance, slim
 from tf1prune.analysis import analyze
 from tf1prune.errors import Tf1PruneError
-from tf1prune.graph import atomic_write, node_of, save_graph_def
+from tf1prune.graph import atomic_write, node_of, read_proto, save_graph_def
 from tf1prune.spec import Spec
 
 VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
@@ -42,20 +41,9 @@ StripResult = collections.namedtuple("StripResult", "checkpoint meta_graph graph
 
 def read_meta_graph(path):
     """A MetaGraphDef from a binary (or text) ``.meta`` file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise Tf1PruneError("cannot read meta graph %r: %s" % (path, e.strerror or e))
-    meta = tf.MetaGraphDef()
-    try:
-        meta.ParseFromString(data)
-    except message.DecodeError:
-        meta.Clear()
-        try:
-            text_format.Merge(data.decode("utf-8"), meta)
-        except (UnicodeDecodeError, text_format.ParseError):
-            raise Tf1PruneError("%r is not a meta graph (.meta file)" % path)
+    meta = read_proto(path, tf.MetaGraphDef, "meta graph")
+    if meta is None:
+        raise Tf1PruneError("%r is not a meta graph (.meta file)" % path)
     if not meta.graph_def.node:
         raise Tf1PruneError("meta graph %r holds no graph" % path)
     return meta
@@ -128,7 +116,7 @@ class CheckpointModel:
         self.analysis = analyze(graph_def, input_specs, self.output_node_names, excludes, update_ops=self.update_ops)
         self.var_defs = self._variable_defs()
         self.key_of = self._saved_keys()
-        self.optimizer_vars, self.slots = self._optimizer_variables()
+        self.optimizer_vars, self.slots, self.tied_variables = self._optimizer_variables()
         self._check()
 
     # --- reading the meta graph -------------------------------------------
@@ -187,7 +175,8 @@ class CheckpointModel:
         return self.key_of.get(var, var)
 
     def _optimizer_variables(self):
-        """(variables that optimizers own, {bound variable: its slot checkpoint keys})."""
+        """(variables that optimizers own, {bound variable: its slot checkpoint keys},
+        {variable named and shaped like a bound variable's slot, kept in the meta graph: that variable})."""
         owned, slots = set(), collections.defaultdict(list)
         bound = {n for n in self.analysis.bindings if self.nodes[n].op in VARIABLE_OPS}
         for node in self.meta.graph_def.node:
@@ -210,7 +199,7 @@ class CheckpointModel:
         var_by_key = {self.key(v): v for v in self.var_defs}
         var_by_key.update({self.key(v): v for v in bound})
         taken = {k for keys in slots.values() for k in keys}
-        self.tied_variables = {}
+        tied = {}
         for key, shape in self.ckpt_shapes.items():
             if key in taken or var_by_key.get(key) in bound or var_by_key.get(key) in owned:
                 continue
@@ -223,8 +212,8 @@ class CheckpointModel:
                 if var is not None and self._initialized_from(var, master):
                     owned.add(var)   # a moving average: re-created by its owner, restored by name
                 elif var is not None:
-                    self.tied_variables[var] = master
-        return owned, dict(slots)
+                    tied[var] = master
+        return owned, dict(slots), tied
 
     def _initialized_from(self, var, master):
         vd = self.var_defs.get(var)
@@ -255,11 +244,15 @@ class CheckpointModel:
                                     % (key, list(self.ckpt_shapes[key]), self._var_shape(var)))
 
     # --- values -------------------------------------------------------------
+    def values_in(self, reader, prefix):
+        """Value provider: a variable node's value in checkpoint ``reader`` (a Const node's value)."""
+        consts = importance.const_values(self.analysis)
+        return lambda name: read_tensor(reader, self.key(name), prefix) \
+            if self.nodes[name].op in VARIABLE_OPS else consts(name)
+
     def value(self, name):
-        """Checkpoint value of a variable node (the value of a Const node)."""
-        if self.nodes[name].op in VARIABLE_OPS:
-            return read_tensor(self.reader, self.key(name), self.prefix)
-        return importance.const_values(self.analysis)(name)
+        """Value of a variable node in this checkpoint (the value of a Const node)."""
+        return self.values_in(self.reader, self.prefix)(name)
 
     def keep_mask(self, spec=None, zeros=False, masks=None):
         """Kept-unit mask from a spec (path or :class:`Spec`), the zeroed channels, or 0/1 masks.
@@ -279,8 +272,7 @@ class CheckpointModel:
             if list(np.shape(mask)) != self._var_shape(name):
                 raise Tf1PruneError("mask for %r has shape %s, the variable %s"
                                     % (name, list(np.shape(mask)), self._var_shape(name)))
-        values = lambda n: masks[n] if n in masks else np.ones(self._var_shape(n))  # noqa: E731
-        return ~importance.zeroed_units(self.analysis, values)
+        return ~importance.zeroed_units(self.analysis, masks=masks)
 
     def check_left_out(self, keep):
         """Refuse to cut a layer off the slim graph while its weights read pruned channels (a second

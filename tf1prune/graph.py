@@ -37,26 +37,33 @@ def output_index(ref):
     return int(ref.split(":")[1]) if ":" in ref else 0
 
 
-def load_graph_def(path):
-    """Read a binary ``.pb`` or text ``.pbtxt`` GraphDef; never modifies the file."""
+def read_proto(path, proto_class, what, text_first=False, valid=lambda proto: proto.ByteSize()):
+    """Parse a binary or text protobuf file; None when neither parses into a ``valid`` message."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise Tf1PruneError("cannot read graph %r: %s" % (path, e.strerror or e))
-    graph_def = tf.GraphDef()
-    text_first = path.endswith((".pbtxt", ".txt"))
+        raise Tf1PruneError("cannot read %s %r: %s" % (what, path, e.strerror or e))
     for as_text in ((True, False) if text_first else (False, True)):
+        proto = proto_class()
         try:
             if as_text:
-                text_format.Merge(data.decode("utf-8"), graph_def)
+                text_format.Merge(data.decode("utf-8"), proto)
             else:
-                graph_def.ParseFromString(data)
-            if graph_def.node:
-                return graph_def
+                proto.ParseFromString(data)
+            if valid(proto):
+                return proto
         except (message.DecodeError, text_format.ParseError, UnicodeDecodeError, ValueError):
-            graph_def = tf.GraphDef()
-    raise Tf1PruneError("%r is not a valid GraphDef (binary .pb or text .pbtxt)" % path)
+            pass
+    return None
+
+
+def load_graph_def(path):
+    """Read a binary ``.pb`` or text ``.pbtxt`` GraphDef; never modifies the file."""
+    graph_def = read_proto(path, tf.GraphDef, "graph", path.endswith((".pbtxt", ".txt")), lambda g: g.node)
+    if graph_def is None:
+        raise Tf1PruneError("%r is not a valid GraphDef (binary .pb or text .pbtxt)" % path)
+    return graph_def
 
 
 def save_graph_def(graph_def, path, as_text=None):

@@ -54,9 +54,11 @@ def unit_scores(analysis, criterion="l1", values=None):
     return scores
 
 
-def zeroed_units(analysis, values=None):
+def zeroed_units(analysis, values=None, masks=None):
     """Prunable units whose every kernel slice is zero in ``values`` (param name -> array; default:
-    the graph's constants)."""
+    the graph's constants), or in 0/1 ``masks`` (param name -> array; unnamed params are all ones)."""
+    if masks is not None:
+        values = lambda n: masks[n] if n in masks else np.ones(analysis.view.shape(n + ":0"))  # noqa: E731
     values = values or const_values(analysis)
     zero = np.ones(analysis.num_units, bool)
     seen = np.zeros(analysis.num_units, bool)

@@ -222,10 +222,7 @@ class IterativePruningRunner:
 def zeroed_units(analysis, masks=None):
     """Prunable units whose every kernel slice is zero: in ``masks`` (variable -> 0/1) if given,
     else in the graph's constants."""
-    values = None
-    if masks is not None:
-        values = lambda n: masks[n] if n in masks else np.ones(analysis.view.shape(n + ":0"))
-    return importance.zeroed_units(analysis, values)
+    return importance.zeroed_units(analysis, masks=masks)
 
 
 def _higher(path):

@@ -171,15 +171,11 @@ class SoftFilterPruner:
         return blocks, skipped
 
     # --- selection --------------------------------------------------------
-    def _values(self, reader, prefix):
-        return lambda name: read_tensor(reader, self.model.key(name), prefix) \
-            if self.model.nodes[name].op != "Const" else self.model.value(name)
-
     def select(self, checkpoint=None):
         """Block name -> indices of the channels to prune (the seed's ``get_pruning_filters``)."""
         prefix, reader = self._open(checkpoint)
         analysis = self.model.analysis
-        values = self._values(reader, prefix)
+        values = self.model.values_in(reader, prefix)
         scores = self._filter_scores(values)
         minimum = rank_units(analysis, scores).minimum
         selected = collections.OrderedDict()
@@ -344,7 +340,7 @@ class SoftFilterPruner:
         if self.selected is None:
             raise Tf1PruneError("nothing is selected yet: call soft_prune() first")
         prefix, reader = self._open(checkpoint)
-        scores = self._filter_scores(self._values(reader, prefix))
+        scores = self._filter_scores(self.model.values_in(reader, prefix))
         rows, selected_total, converged_total = [], 0, 0
         for name, block in self.blocks.items():
             units = np.array(self.model.analysis.groups[block.group].units)

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from tf1prune import flops, importance
+from tf1prune import importance
 from tf1prune.errors import Tf1PruneError
 from tf1prune.graph import atomic_write
 
