@@ -11,4 +11,4 @@ tf.disable_eager_execution()
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: slow test (real architectures); deselect with -m 'not slow'")
+    config.addinivalue_line("markers", "slow: the full suite only; the fast tier is -m 'not slow'")

@@ -6,7 +6,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 import tf1prune
-from tf1prune import flops, importance, slim, spec as spec_mod
+from tf1prune import allocation, flops, importance, slim, spec as spec_mod
 
 BN_AND_BIAS_NAMES = ("gamma", "beta", "moving_mean", "moving_variance", "bias", "biases")
 
@@ -112,12 +112,13 @@ def check_slim_equals_sparse(graph_def, input_specs, outputs, ratio=0.5, batch=3
     check_reasons(analysis)
     keep = keep_mask(analysis, ratio, sparsity, channel_divisible)
     if sparsity is None:
-        minimum = spec_mod.rank_units(analysis, importance.unit_scores(analysis)).minimum
-        expect_pruned = any(g.prunable and max(minimum[g.id], spec_mod.keep_count(g.channels, ratio, channel_divisible))
+        minimum = allocation.rank_units(analysis, importance.unit_scores(analysis)).minimum
+        expect_pruned = any(g.prunable and max(minimum[g.id], allocation.keep_count(g.channels, ratio, channel_divisible))
                             < g.channels for g in analysis.groups)
         assert expect_pruned == (not keep.all())
-    sparse_gd = slim.sparse_graph_def(analysis, keep)
-    slim_gd = slim.slim_graph_def(analysis, keep)
+    plan = analysis.plan(keep)
+    sparse_gd = slim.apply_sparse(plan)
+    slim_gd = slim.apply_slim(plan)
 
     feeds = random_feeds(input_specs, batch, seed)
     names = [o if ":" in o else o + ":0" for o in outputs]

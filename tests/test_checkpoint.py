@@ -13,10 +13,12 @@ import tensorflow.compat.v1 as tf
 
 import example_models
 from helpers import randomize_bn_and_biases, run_graph, session_config
-from tf1prune import checkpoint, importance, sfp, slim, spec as spec_lib
+from tf1prune import allocation, checkpoint, importance, sfp, slim, spec as spec_lib
 from tf1prune.analysis import analyze
 from tf1prune.cli import strip_checkpoint as strip_cli
 from tf1prune.errors import Tf1PruneError
+
+pytestmark = pytest.mark.slow   # the full suite only (the fast tier: -m "not slow")
 
 BATCH = 4
 
@@ -130,7 +132,7 @@ def _digests(folder):
 
 def _half_spec(model):
     scores = importance.unit_scores(model.analysis, "l1", model.value)
-    order = spec_lib.rank_units(model.analysis, scores)
+    order = allocation.rank_units(model.analysis, scores)
     counts = {g.id: max(1, g.channels // 2) for g in model.analysis.groups if g.prunable}
     return spec_lib.spec_from_counts(model.analysis, order, counts)
 
@@ -144,7 +146,7 @@ def _sparse_outputs(trained, spec, feeds):
     """Outputs of the original model with the spec's pruned channels zeroed."""
     frozen = checkpoint.freeze(trained["meta"], trained["prefix"], [trained["logits"]])
     analysis = analyze(frozen, None, [trained["logits"]])
-    return run_graph(slim.sparse_graph_def(analysis, spec.keep_mask(analysis)), feeds,
+    return run_graph(slim.apply_sparse(analysis.plan(spec)), feeds,
                      [trained["logits"] + ":0"])[0]
 
 
@@ -171,11 +173,11 @@ def test_slim_checkpoint_equals_sparse_and_keeps_training(trained, tmp_path):
 
     # every sliced variable and slot is the original sliced; other entries are copied
     old, new = model.reader, tf.train.load_checkpoint(result.checkpoint)
-    axes_of = model.sliced_axes()
-    assert any(opt in k for k in axes_of for opt in ("Adam", "Momentum", "Nadam")), "no optimizer slot was sliced"
+    like = model.sliced_variables()
+    assert any(opt in k for k in like for opt in ("Adam", "Momentum", "Nadam")), "no optimizer slot was sliced"
     for key, shape in new.get_variable_to_shape_map().items():
         value = old.get_tensor(key)
-        for axis, b in axes_of.get(key, {}).items():
+        for axis, b in (model.analysis.bindings[like[key]] if key in like else {}).items():
             value = np.compress(model.analysis.kept_positions(b.elems, keep), value, axis=axis)
         np.testing.assert_array_equal(new.get_tensor(key), value, err_msg=key)
 
@@ -216,7 +218,7 @@ def test_zeros_mode_removes_zeroed_channels(trained, tmp_path):
     values = {key: model.reader.get_tensor(key) for key in model.ckpt_shapes}
     for var, axes in model.analysis.bindings.items():   # zero the dropped channels' kernels only
         for axis, b in axes.items():
-            if b.role == "kernel":
+            if b.role.kernel:
                 index = [slice(None)] * values[model.key(var)].ndim
                 index[axis] = ~model.analysis.kept_positions(b.elems, keep)
                 values[model.key(var)][tuple(index)] = 0
@@ -325,7 +327,7 @@ def test_sfp_redundancy_selects_duplicated_filters(keras_trained, tmp_path):
     for var, axes in model.analysis.bindings.items():
         for axis, b in axes.items():
             pos = {int(u): j for j, u in enumerate(model.analysis.unit_of[b.elems])}
-            if b.role == "kernel" and int(units[0]) in pos:
+            if b.role.kernel and int(units[0]) in pos:
                 v = np.moveaxis(values[model.key(var)], axis, 0)
                 v[pos[int(units[1])]] = 0.5 * v[pos[int(units[0])]]   # channel 1 = half of channel 0
     path = str(tmp_path / "dup" / "model.ckpt")
@@ -390,7 +392,7 @@ def test_sfp_loop_hook_summary_and_strip(keras_trained, tmp_path):
     keep = frozen_analysis.full_keep()
     for name, idx in selected.items():
         keep[np.array(frozen_analysis.groups[pruner.blocks[name].group].units)[idx]] = False
-    sparse = run_graph(slim.sparse_graph_def(frozen_analysis, keep), feeds, [keras_trained["logits"] + ":0"])[0]
+    sparse = run_graph(slim.apply_sparse(frozen_analysis.plan(keep)), feeds, [keras_trained["logits"] + ":0"])[0]
     slim_out = run_graph(graph_def, feeds, [keras_trained["logits"] + ":0"])[0]
     np.testing.assert_allclose(slim_out, sparse, rtol=1e-4, atol=1e-4 * np.abs(sparse).max())
 
@@ -546,7 +548,7 @@ def test_damaged_checkpoint_and_bad_outputs(trained, tmp_path):
     keep = model.analysis.full_keep()
     with pytest.raises(Tf1PruneError, match="is an input file"):
         checkpoint.strip_checkpoint(model, keep, str(tmp_path / "o2"), output_graph=trained["meta"])
-    var = next(v for v in model.analysis.bindings if model.nodes[v].op in checkpoint.VARIABLE_OPS)
+    var = next(v for v in model.analysis.bindings if model.is_variable(v))
     with pytest.raises(Tf1PruneError, match="has shape"):
         model.keep_mask(masks={var: np.zeros(3)})
 
@@ -593,7 +595,7 @@ def test_second_head_weight_copy_and_l2sp_term(tmp_path):
     frozen = checkpoint.freeze(prefix + ".meta", prefix, outputs)
     analysis = analyze(frozen, None, outputs)
     names = [o + ":0" for o in outputs]
-    sparse = run_graph(slim.sparse_graph_def(analysis, spec.keep_mask(analysis)), feeds, names)
+    sparse = run_graph(slim.apply_sparse(analysis.plan(spec)), feeds, names)
     graph_def = tf.GraphDef()
     graph_def.ParseFromString(open(result.graph, "rb").read())
     for a, b in zip(run_graph(graph_def, feeds, names), sparse):   # the loss too: w0 is zeroed in sparse

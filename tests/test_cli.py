@@ -14,8 +14,10 @@ import tf1prune
 from tf1prune import flops
 from tf1prune.cli import analyze as analyze_cli
 from tf1prune.cli import convert as convert_cli
-from tf1prune.graph import load_graph_def, save_graph_def
+from tf1prune.files import load_graph_def, save_graph_def
 from tf1prune.spec import make_spec
+
+pytestmark = pytest.mark.slow   # the full suite only (the fast tier: -m "not slow")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = {"mnist_convnet": "dense/BiasAdd", "mobilenet_v2_se": "logits/BiasAdd"}

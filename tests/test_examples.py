@@ -9,6 +9,8 @@ import tf1prune
 from helpers import check_slim_equals_sparse
 from tf1prune import spec as spec_mod
 
+pytestmark = pytest.mark.slow   # the full suite only (the fast tier: -m "not slow")
+
 
 @functools.lru_cache(maxsize=None)
 def frozen(name, learning_phase):
@@ -145,7 +147,7 @@ def test_slim_graph_drops_unused_functions():
     gd, specs, outs = frozen("mnist_convnet", None)
     a = tf1prune.analyze(gd, specs, outs)
     from tf1prune import slim
-    slim_gd = slim.slim_graph_def(a, spec_mod.make_spec(a, ratio=0.5).keep_mask(a))
+    slim_gd = slim.apply_slim(a.plan(spec_mod.make_spec(a, ratio=0.5)))
     used = {n.attr[k].func.name for n in slim_gd.node if n.op == "If" for k in ("then_branch", "else_branch")}
     assert {f.signature.name for f in slim_gd.library.function} == used
     assert len(gd.library.function) > len(used)

@@ -8,15 +8,14 @@ on every run); when hunting bugs set ``TF1PRUNE_EXPLORE=1`` for random examples 
 import os
 
 import numpy as np
-import pytest
 import tensorflow.compat.v1 as tf
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tf1prune
 from helpers import check_slim_equals_sparse, freeze, keep_mask, randomize_bn_and_biases
 
-ACTS = ("none", "relu", "relu6", "elu", "sigmoid", "tanh", "swish", "hard_swish", "leaky_relu")
+ACTS = ("none", "relu", "relu6", "elu", "sigmoid", "tanh", "swish", "hard_swish", "leaky_relu", "gelu")
 NORMS = (None, "fused", "unfused")
 SE_MODES = ("keepdims", "reshape_const_conv", "reshape_stack_conv", "dense_reshape_const",
             "dense_reshape_stack")
@@ -45,6 +44,8 @@ def act(x, kind):
         return x * tf.nn.relu6(x + 3.0) / 6.0
     if kind == "leaky_relu":
         return tf.nn.leaky_relu(x, alpha=0.2)
+    if kind == "gelu":   # exact GELU through Erfc
+        return 0.5 * x * tf.math.erfc(-x / np.sqrt(2.0))
     raise ValueError(kind)
 
 
@@ -167,6 +168,22 @@ def add_layer(x, spec, i):
         if kind == "pad":
             (t, b), (l, r) = spec["pads"]
             return tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]])
+        if kind == "up":
+            if spec["mode"] == "transposed":
+                w = tf.get_variable("up_weights", [3, 3, spec["out"], channels(x)],
+                                    initializer=tf.glorot_uniform_initializer())
+                h, wd = x.shape.as_list()[1:3]
+                size = tf.stack([tf.shape(x)[0], 2 * h, 2 * wd, spec["out"]])
+                return act(tf.nn.conv2d_transpose(x, w, size, [1, 2, 2, 1], "SAME"), spec["act"])
+            h, wd = x.shape.as_list()[1:3]
+            return tf.image.resize(x, [2 * h, 2 * wd], method=spec["mode"])
+        if kind == "crop":
+            return x[:, 1:-1, 1:, :]
+        if kind == "d2s":
+            y = conv_bn_act(x, 4 * spec["out"], 1, spec["norm"], spec["act"])
+            return tf.nn.depth_to_space(y, 2)
+        if kind == "s2d":
+            return tf.nn.space_to_depth(x, 2)
     raise ValueError(kind)
 
 
@@ -194,8 +211,8 @@ def build(arch):
 
 
 def has_hidden_layer(arch):
-    return bool(arch["hidden"]) or any(s["kind"] in ("conv", "residual", "concat", "split", "se")
-                                       for s in arch["layers"])
+    return bool(arch["hidden"]) or any(s["kind"] in ("conv", "residual", "concat", "split", "se", "d2s")
+                                       or s.get("mode") == "transposed" for s in arch["layers"])
 
 
 # --- the strategy -----------------------------------------------------------------------------
@@ -216,7 +233,11 @@ def architectures(draw):
         if c >= 2:
             kinds.append("split")
         if min(h, w) >= 4:
-            kinds.append("pool")
+            kinds += ["pool", "crop"]
+        if max(h, w) <= 8:
+            kinds += ["up", "d2s"]
+        if h % 2 == 0 and w % 2 == 0 and h >= 4 and c <= 6:
+            kinds.append("s2d")
         kind = draw(st.sampled_from(kinds))
         norm = draw(st.sampled_from(NORMS))
         activation = draw(st.sampled_from(ACTS))
@@ -261,6 +282,18 @@ def architectures(draw):
                                   st.tuples(st.integers(0, 2), st.integers(0, 2))))
             spec.update(pads=pads)
             h, w = h + sum(pads[0]), w + sum(pads[1])
+        elif kind == "up":
+            spec.update(mode=draw(st.sampled_from(["transposed", "bilinear", "nearest"])), out=draw(WIDTH),
+                        act=activation)
+            h, w = 2 * h, 2 * w
+            c = spec["out"] if spec["mode"] == "transposed" else c
+        elif kind == "crop":
+            h, w = h - 2, w - 1
+        elif kind == "d2s":
+            spec.update(out=draw(st.integers(1, 4)), norm=norm, act=activation)
+            h, w, c = 2 * h, 2 * w, spec["out"]
+        elif kind == "s2d":
+            h, w, c = h // 2, w // 2, 4 * c
         layers.append(spec)
     return {"size": size, "in_ch": in_ch, "layers": layers, "head": draw(st.sampled_from(HEADS)),
             "hidden": draw(st.one_of(st.none(), WIDTH)), "hidden_act": draw(st.sampled_from(ACTS)),
@@ -285,8 +318,8 @@ def frozen(arch, seed):
 def leaves_a_tensor_empty(analysis, keep):
     """True when ``keep`` removes every output channel of a conv/dense layer or every channel of a
     Split output (see ``test_split_part_pruned_to_nothing``, ``test_concat_part_pruned_to_nothing``)."""
-    parts = [layer.dims[1] for layer in analysis.layers if layer.kind in ("conv", "dense")]
-    parts += [part for kind, _, _, split in analysis.rewrites if kind == "split" for part in split]
+    parts = [layer.dims[1].elems for layer in analysis.layers if layer.kind in ("conv", "dense")]
+    parts += [part for rewrite in analysis.rewrites for part in rewrite.segments]
     return any(not analysis.kept_positions(part, keep).any() for part in parts)
 
 

@@ -17,6 +17,8 @@ import tf_keras as keras
 
 from helpers import check_slim_equals_sparse, freeze, randomize_bn_and_biases
 
+pytestmark = pytest.mark.slow   # the full suite only (the fast tier: -m "not slow")
+
 
 def _tf_slim():
     """Import tf_slim; on TF 2.21 its batch_norm needs tf_keras' legacy layers under their old name."""

@@ -13,6 +13,8 @@ from helpers import run_graph
 from tf1prune import analyze, flops
 from tf1prune.runner import IterativePruningRunner
 
+pytestmark = pytest.mark.slow   # the full suite only (the fast tier: -m "not slow")
+
 X = np.random.RandomState(0).rand(6, 28, 28, 1).astype(np.float32)
 SPECS = {"input_1:0": tf.TensorSpec((1, 28, 28, 1), tf.float32)}
 OUT = ["dense/BiasAdd"]

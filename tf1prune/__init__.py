@@ -1,5 +1,16 @@
 """tf1prune: channel pruning for TensorFlow-1-style graphs.
 
+Frozen graphs (pure GraphDef -> GraphDef functions)::
+
+    import tf1prune
+    specs = {"x:0": ((1, 28, 28, 1), "float32")}
+    slim_gd = tf1prune.slim_graph_def(graph_def, 0.5, specs, ["logits"])          # half the channels
+    slim_gd = tf1prune.slim_graph_def(graph_def, sparsity=0.5, input_specs=specs,
+                                      output_node_names=["logits"])               # half the MACs
+    a = tf1prune.analyze(graph_def, specs, ["logits"])       # groups, blocks, layers
+    spec = tf1prune.make_spec(a, sparsity=0.5)               # which channels each group keeps
+    print(tf1prune.count_macs(a).macs, tf1prune.count_macs(a, spec).macs)
+
 Sessions (the Vitis AI TF1 runner API)::
 
     runner = tf1prune.IterativePruningRunner("mnist", sess, input_specs, ["dense/BiasAdd"])
@@ -7,41 +18,44 @@ Sessions (the Vitis AI TF1 runner API)::
     shape_tensors, masks = runner.prune(sparsity=0.5)
     slim_graph_def = runner.get_slim_graph_def(shape_tensors, masks)
 
-Frozen graphs::
-
-    import tf1prune
-    from tf1prune import spec, slim
-    a = tf1prune.analyze(graph_def, {'input:0': ((1, 28, 28, 1), 'float32')}, ['logits'])
-    keep = spec.make_spec(a, sparsity=0.5).keep_mask(a)
-    slim_graph_def = slim.slim_graph_def(a, keep)
-
 Checkpoints (hard pruning, and soft filter pruning of inverted-residual / SE blocks)::
 
     model = tf1prune.CheckpointModel('m.ckpt.meta', 'm.ckpt', ['logits/BiasAdd'])
     tf1prune.strip_checkpoint(model, model.keep_mask(spec='m.spec'), 'slim/')
     sfp = tf1prune.SoftFilterPruner('m.ckpt.meta', 'm.ckpt', ['logits/BiasAdd'], output_dir='sfp')
 
-Names are imported lazily, so ``import tf1prune.cli`` can configure TensorFlow's
-logging before TensorFlow loads.
+New ops: one :func:`register` call (see :mod:`tf1prune.rules`).  One level down,
+``analysis.plan(spec)`` gives the :class:`Plan` that every back-end applies.
+
+Names are imported lazily: ``import tf1prune`` loads no TensorFlow.
 """
 import importlib
 
 _EXPORTS = {
+    "analyze": "tf1prune.analysis",
+    "make_spec": "tf1prune.spec",
+    "Spec": "tf1prune.spec",
+    "slim_graph_def": "tf1prune.slim",
+    "sparse_graph_def": "tf1prune.slim",
+    "count_macs": ("tf1prune.flops", "count"),
+    "Plan": "tf1prune.plan",
+    "register": "tf1prune.rules",
+    "Role": "tf1prune.rules",
     "IterativePruningRunner": "tf1prune.runner",
     "MaskHook": "tf1prune.masks",
-    "analyze": "tf1prune.analysis",
-    "Tf1PruneError": "tf1prune.errors",
-    "load_graph_def": "tf1prune.graph",
-    "save_graph_def": "tf1prune.graph",
-    "parse_input_specs": "tf1prune.graph",
     "CheckpointModel": "tf1prune.checkpoint",
     "strip_checkpoint": "tf1prune.checkpoint",
     "SoftFilterPruner": "tf1prune.sfp",
+    "Tf1PruneError": "tf1prune.errors",
+    "load_graph_def": "tf1prune.files",
+    "save_graph_def": "tf1prune.files",
+    "parse_input_specs": "tf1prune.graph",
 }
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        module, attr = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError("module 'tf1prune' has no attribute %r" % name)

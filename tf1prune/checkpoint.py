@@ -26,15 +26,15 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.framework import variable_pb2
 
-from tf1prune import flops, importance, slim
+from tf1prune import flops, importance, rules, slim
+from tf1prune.rules import build
 from tf1prune.analysis import analyze
 from tf1prune.errors import Tf1PruneError
-from tf1prune.graph import atomic_write, node_of, read_proto, save_graph_def
+from tf1prune.files import atomic_write, read_proto, save_graph_def
+from tf1prune.names import node_of
 from tf1prune.spec import Spec
 
-VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
 VARIABLE_COLLECTIONS = ("variables", "trainable_variables", "model_variables")  # saved ones
-_READS = ("Identity", "ReadVariableOp", "Snapshot")
 
 StripResult = collections.namedtuple("StripResult", "checkpoint meta_graph graph before after")
 
@@ -72,20 +72,6 @@ def read_tensor(reader, key, prefix):
         raise Tf1PruneError("cannot read %r from checkpoint %r: %s" % (key, prefix, text))
 
 
-def _variable_of(nodes, ref, limit=8):
-    """The variable node a tensor reads (through Identity/ReadVariableOp), else None."""
-    node = nodes.get(node_of(ref))
-    for _ in range(limit):
-        if node is None:
-            return None
-        if node.op in VARIABLE_OPS:
-            return node.name
-        if node.op not in _READS or not node.input:
-            return None
-        node = nodes.get(node_of(node.input[0]))
-    return None
-
-
 def _data_inputs(node):
     return [r for r in node.input if not r.startswith("^")]
 
@@ -114,6 +100,7 @@ class CheckpointModel:
         self.nodes = {n.name: n for n in graph_def.node}
         self.update_ops = self._update_ops()
         self.analysis = analyze(graph_def, input_specs, self.output_node_names, excludes, update_ops=self.update_ops)
+        self.view = self.analysis.view
         self.var_defs = self._variable_defs()
         self.key_of = self._saved_keys()
         self.optimizer_vars, self.slots, self.tied_variables = self._optimizer_variables()
@@ -143,7 +130,7 @@ class CheckpointModel:
         """Variable node -> checkpoint key, from the SaveV2 op of the meta graph's Saver."""
         per_saver = collections.defaultdict(dict)
         for node in self.meta.graph_def.node:
-            if node.op != "SaveV2":
+            if not rules.is_save(node.op):
                 continue
             ins = _data_inputs(node)
             names = self.analysis.view.const_value(ins[1])
@@ -154,7 +141,7 @@ class CheckpointModel:
             if slices is not None and any(s for s in slices.reshape(-1)):
                 raise Tf1PruneError("Saver '%s' of the meta graph saves partitioned variables: not supported" % scope)
             for key, ref in zip(names.reshape(-1), ins[3:]):
-                var = _variable_of(self.nodes, ref)
+                var = self.variable_of(ref)
                 if var is not None:
                     per_saver[scope][var] = key.decode() if isinstance(key, bytes) else str(key)
         if self.meta.HasField("saver_def") and self.meta.saver_def.filename_tensor_name:
@@ -178,18 +165,18 @@ class CheckpointModel:
         """(variables that optimizers own, {bound variable: its slot checkpoint keys},
         {variable named and shaped like a bound variable's slot, kept in the meta graph: that variable})."""
         owned, slots = set(), collections.defaultdict(list)
-        bound = {n for n in self.analysis.bindings if self.nodes[n].op in VARIABLE_OPS}
+        bound = {n for n in self.analysis.bindings if self.is_variable(n)}
         for node in self.meta.graph_def.node:
-            if "Apply" not in node.op:
+            if not rules.is_optimizer_update(node.op):
                 continue
             ins = _data_inputs(node)
-            var = _variable_of(self.nodes, ins[0]) if ins else None
+            var = self.variable_of(ins[0]) if ins else None
             for ref in ins[1:]:
-                other = _variable_of(self.nodes, ref)
+                other = self.variable_of(ref)
                 if other is None or other == var:
                     continue
                 owned.add(other)
-                if var in bound and self._var_shape(other) == self._var_shape(var):
+                if var in bound and self.var_shape(other) == self.var_shape(var):
                     if self.key(other) not in slots[var]:
                         slots[var].append(self.key(other))
         # Slots of optimizers absent from the graph or updating with plain assigns, and moving
@@ -206,7 +193,7 @@ class CheckpointModel:
             parts = key.split("/")
             master = next((var_by_key["/".join(parts[i:j])] for i in range(len(parts) - 1)
                            for j in range(len(parts) - 1, i, -1) if "/".join(parts[i:j]) in var_by_key), None)
-            if master in bound and list(shape) == self._var_shape(master):
+            if master in bound and list(shape) == self.var_shape(master):
                 slots.setdefault(master, []).append(key)
                 var = var_by_key.get(key)
                 if var is not None and self._initialized_from(var, master):
@@ -221,11 +208,17 @@ class CheckpointModel:
             return False
         return master in self.analysis.view.order_from([node_of(vd.initial_value_name)])[1]
 
-    def _var_shape(self, var):
-        node = self.nodes[var]
-        if "shape" in node.attr:
-            return [d.size for d in node.attr["shape"].shape.dim]
-        return self.analysis.view.shape(var + ":0")
+    def variable_of(self, ref):
+        """The variable node a tensor reads (through reads such as ReadVariableOp), else None."""
+        source = self.view.read_source(ref)
+        return source if source is not None and self.is_variable(source) else None
+
+    def is_variable(self, name):
+        return name in self.nodes and rules.is_variable(self.nodes[name].op)
+
+    def var_shape(self, var):
+        """The static shape of a variable node."""
+        return self.view.shape(var + ":0")
 
     def model_variables(self):
         """Variables of the slim meta graph: every collected variable that no optimizer owns."""
@@ -233,22 +226,21 @@ class CheckpointModel:
 
     def _check(self):
         needed = set(self.model_variables())
-        needed |= {n for n in self.analysis.bindings if self.nodes[n].op in VARIABLE_OPS}
+        needed |= {n for n in self.analysis.bindings if self.is_variable(n)}
         for var in sorted(needed):
             key = self.key(var)
             if key not in self.ckpt_shapes:
                 raise Tf1PruneError("checkpoint %r lacks variable %r: was it saved from this meta graph?"
                                     % (self.prefix, key))
-            if list(self.ckpt_shapes[key]) != self._var_shape(var):
+            if list(self.ckpt_shapes[key]) != self.var_shape(var):
                 raise Tf1PruneError("checkpoint variable %r has shape %s, the meta graph says %s"
-                                    % (key, list(self.ckpt_shapes[key]), self._var_shape(var)))
+                                    % (key, list(self.ckpt_shapes[key]), self.var_shape(var)))
 
     # --- values -------------------------------------------------------------
     def values_in(self, reader, prefix):
         """Value provider: a variable node's value in checkpoint ``reader`` (a Const node's value)."""
         consts = importance.const_values(self.analysis)
-        return lambda name: read_tensor(reader, self.key(name), prefix) \
-            if self.nodes[name].op in VARIABLE_OPS else consts(name)
+        return lambda name: read_tensor(reader, self.key(name), prefix) if self.is_variable(name) else consts(name)
 
     def value(self, name):
         """Value of a variable node in this checkpoint (the value of a Const node)."""
@@ -269,9 +261,9 @@ class CheckpointModel:
         for name, mask in masks.items():
             if name not in self.analysis.bindings:
                 raise Tf1PruneError("mask for %r, which holds no prunable channels" % name)
-            if list(np.shape(mask)) != self._var_shape(name):
+            if list(np.shape(mask)) != self.var_shape(name):
                 raise Tf1PruneError("mask for %r has shape %s, the variable %s"
-                                    % (name, list(np.shape(mask)), self._var_shape(name)))
+                                    % (name, list(np.shape(mask)), self.var_shape(name)))
         return ~importance.zeroed_units(self.analysis, masks=masks)
 
     def check_left_out(self, keep):
@@ -284,7 +276,7 @@ class CheckpointModel:
             while stack:
                 for user, _ in view.consumers.get(stack.pop(), []):
                     node = self.nodes[user]
-                    if node.op in _READS:
+                    if rules.is_read(node.op):
                         stack.append(user)
                         continue
                     for t in view.data_inputs(user):
@@ -295,28 +287,26 @@ class CheckpointModel:
                                 "the output nodes nor in UPDATE_OPS: list its outputs as output nodes"
                                 % (var, node.op, user))
 
-    def sliced_axes(self):
-        """Checkpoint key -> bound axes ({axis: Binding}) of every variable and slot to slice."""
+    def sliced_variables(self):
+        """Checkpoint key -> the bound variable whose channels it has (the variable's, its slots')."""
         out = {}
-        for var, axes in self.analysis.bindings.items():
-            if self.nodes[var].op in VARIABLE_OPS:
+        for var in self.analysis.bindings:
+            if self.is_variable(var):
                 for key in [self.key(var)] + self.slots.get(var, []):
-                    out[key] = axes
+                    out[key] = var
         return out
 
-    def checkpoint_values(self, keep):
-        """Every checkpoint entry, sliced to ``keep`` where it is bound to channels."""
-        axes_of = self.sliced_axes()
+    def checkpoint_values(self, plan):
+        """Every checkpoint entry, sliced to the kept channels of ``plan`` where it is bound to channels."""
+        like = self.sliced_variables()
         values = {}
         for key in self.ckpt_shapes:
             value = read_tensor(self.reader, key, self.prefix)
-            for axis, binding in axes_of.get(key, {}).items():
-                value = np.compress(self.analysis.kept_positions(binding.elems, keep), value, axis=axis)
-            values[key] = value
+            values[key] = plan.slice(like[key], value) if key in like else value
         return values
 
 
-def _gather_initial_values(graph_def, model, variables, keep, bindings):
+def _gather_initial_values(graph_def, model, variables, plan, aliases):
     """Each shrunk variable's initializer assigns its original initial value's kept channels (a
     GatherV2 per axis), whatever computes that value.  Returns the new initial value tensors."""
     nodes = {n.name: n for n in graph_def.node}
@@ -324,24 +314,16 @@ def _gather_initial_values(graph_def, model, variables, keep, bindings):
     for var in variables:
         vd = model.var_defs[var]
         assign = nodes.get(node_of(vd.initializer_name))
-        if var not in bindings or assign is None or len(_data_inputs(assign)) < 2:
+        like = aliases.get(var, var)
+        if like not in plan.params or assign is None or len(_data_inputs(assign)) < 2:
             continue
         value = _data_inputs(assign)[1]
-        dtype = nodes[var].attr["dtype"].type
-        for axis, binding in sorted(bindings[var].items()):
-            kept = np.flatnonzero(model.analysis.kept_positions(binding.elems, keep)).astype(np.int32)
-            if len(kept) == len(binding.elems):
+        for s in plan.params[like]:
+            if s.kept.all():
                 continue
-            base = "%s/tf1prune_keep_axis%d" % (var, axis)
-            index, where = tf.NodeDef(name=base + "/indices", op="Const"), tf.NodeDef(name=base + "/axis", op="Const")
-            for node, array in ((index, kept), (where, np.int32(axis))):
-                node.attr["dtype"].type = tf.int32.as_datatype_enum
-                node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(array))
-            gather = tf.NodeDef(name=base, op="GatherV2", input=[value, index.name, where.name])
-            gather.attr["Tparams"].type = dtype
-            gather.attr["Tindices"].type = tf.int32.as_datatype_enum
-            gather.attr["Taxis"].type = tf.int32.as_datatype_enum
-            graph_def.node.extend([index, where, gather])
+            base = "%s/tf1prune_keep_axis%d" % (var, s.axis)
+            graph_def.node.extend(build.gather_nodes(base, value, np.flatnonzero(s.kept).astype(np.int32),
+                                                     np.int32(s.axis), nodes[var].attr["dtype"].type))
             value = base
         if value != _data_inputs(assign)[1]:
             assign.input[1] = value
@@ -367,7 +349,7 @@ def _copy_collections(model, meta, variables, kept_nodes, new_values):
             meta.collection_def[key].node_list.value.extend(names)
 
 
-def _slim_meta_graph(model, keep):
+def _slim_meta_graph(model, plan):
     """MetaGraphDef of the slim model: outputs, update ops, model variables with their
     initializers, and a Saver that saves them under their checkpoint keys."""
     variables = model.model_variables()
@@ -380,10 +362,9 @@ def _slim_meta_graph(model, keep):
     if missing:
         raise Tf1PruneError("the meta graph's variable collections name missing nodes: %s" % missing[:3])
     graph_def = tf.graph_util.extract_sub_graph(model.meta.graph_def, dest)
-    slim.shrink(graph_def, model.analysis, keep)
-    tied = {var: model.analysis.bindings[master] for var, master in model.tied_variables.items() if var in variables}
-    slim.shrink(graph_def, model.analysis, keep, tied, [])
-    new_values = _gather_initial_values(graph_def, model, variables, keep, dict(model.analysis.bindings, **tied))
+    tied = {var: master for var, master in model.tied_variables.items() if var in variables}
+    slim.shrink(graph_def, plan, aliases=tied)
+    new_values = _gather_initial_values(graph_def, model, variables, plan, tied)
     slim.drop_stale_shapes(graph_def)
     slim.strip_unused_functions(graph_def)
     custom = [n for n in graph_def.node if "_gradient_op_type" in n.attr]
@@ -505,7 +486,8 @@ def freeze(meta_graph, prefix, output_node_names):
 
 
 def strip_checkpoint(model, keep, output_dir, output_graph=None, inputs=()):
-    """Write the slim checkpoint and meta graph of ``model`` for kept-unit mask ``keep``.
+    """Write the slim checkpoint and meta graph of ``model`` for the kept channels ``keep`` (a
+    kept-unit mask from :meth:`CheckpointModel.keep_mask`, a spec or a plan).
 
     Also writes the slim frozen GraphDef to ``output_graph`` when given.  ``inputs``: more
     (checkpoint prefix, meta graph) pairs that must not be overwritten.  Returns a
@@ -513,9 +495,10 @@ def strip_checkpoint(model, keep, output_dir, output_graph=None, inputs=()):
     """
     check_outputs(output_dir, output_graph, [(model.prefix, model.meta_path)] + list(inputs),
                   os.path.basename(model.prefix))
-    model.check_left_out(keep)
-    meta = _slim_meta_graph(model, keep)
-    values = model.checkpoint_values(keep)
+    plan = model.analysis.plan(keep)
+    model.check_left_out(plan.keep)
+    meta = _slim_meta_graph(model, plan)
+    values = model.checkpoint_values(plan)
     basename = os.path.basename(model.prefix)
     extra = []
     with staged_checkpoint(output_dir, basename, extra) as staging:
@@ -533,7 +516,7 @@ def strip_checkpoint(model, keep, output_dir, output_graph=None, inputs=()):
             save_graph_def(frozen, staged_graph, as_text=output_graph.endswith((".pbtxt", ".txt")))
     prefix = os.path.join(output_dir, basename)
     return StripResult(prefix, prefix + ".meta", output_graph, flops.count(model.analysis),
-                       flops.count(model.analysis, keep))
+                       flops.count(model.analysis, plan))
 
 
 def strip(meta_graph, checkpoint, output_dir, spec=None, zeros=False, masks=None, output_node_names=None,

@@ -1,93 +1,22 @@
 """Read-only view of a GraphDef: nodes, consumers, static shapes and constants.
 
-Static shapes come from TensorFlow's own shape inference: the GraphDef is
-imported into a fresh ``tf.Graph`` with the placeholders set to the input specs.
+Static shapes come from TensorFlow's own shape inference: the GraphDef is imported into a fresh
+``tf.Graph`` with the placeholders set to the input specs.  What an op *is* (an input, a read, a
+call of library functions) is asked of :mod:`tf1prune.rules`.
 """
 import collections
 import copy
-import os
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from google.protobuf import message, text_format
-
 from tensorflow.python.framework import function_def_to_graph
 
+from tf1prune import rules
 from tf1prune.errors import Tf1PruneError
+from tf1prune.names import node_of, output_index, tensor_name
 
-VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
-PARAM_SOURCE_OPS = ("Const",) + VARIABLE_OPS
-# Function-calling ops: branch attributes; data input 0 is the predicate.
-CALL_OPS = {"If": ("then_branch", "else_branch"), "StatelessIf": ("then_branch", "else_branch")}
 FunctionBody = collections.namedtuple("FunctionBody", "view inputs outputs output_shapes")
-
-
-def tensor_name(ref):
-    """Canonical ``node:index`` for an input reference (``n``, ``n:1``)."""
-    ref = ref.lstrip("^")
-    return ref if ":" in ref else ref + ":0"
-
-
-def node_of(ref):
-    """Node name of a tensor or input reference."""
-    return ref.lstrip("^").split(":")[0]
-
-
-def output_index(ref):
-    return int(ref.split(":")[1]) if ":" in ref else 0
-
-
-def read_proto(path, proto_class, what, text_first=False, valid=lambda proto: proto.ByteSize()):
-    """Parse a binary or text protobuf file; None when neither parses into a ``valid`` message."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise Tf1PruneError("cannot read %s %r: %s" % (what, path, e.strerror or e))
-    for as_text in ((True, False) if text_first else (False, True)):
-        proto = proto_class()
-        try:
-            if as_text:
-                text_format.Merge(data.decode("utf-8"), proto)
-            else:
-                proto.ParseFromString(data)
-            if valid(proto):
-                return proto
-        except (message.DecodeError, text_format.ParseError, UnicodeDecodeError, ValueError):
-            pass
-    return None
-
-
-def load_graph_def(path):
-    """Read a binary ``.pb`` or text ``.pbtxt`` GraphDef; never modifies the file."""
-    graph_def = read_proto(path, tf.GraphDef, "graph", path.endswith((".pbtxt", ".txt")), lambda g: g.node)
-    if graph_def is None:
-        raise Tf1PruneError("%r is not a valid GraphDef (binary .pb or text .pbtxt)" % path)
-    return graph_def
-
-
-def save_graph_def(graph_def, path, as_text=None):
-    """Write atomically (temp file + rename); text format for ``.pbtxt``."""
-    if as_text is None:
-        as_text = path.endswith((".pbtxt", ".txt"))
-    data = text_format.MessageToString(graph_def).encode() if as_text else graph_def.SerializeToString()
-    atomic_write(path, data)
-
-
-def atomic_write(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, ".%s.tmp%d" % (os.path.basename(path), os.getpid()))
-    mode = "w" if isinstance(data, str) else "wb"
-    try:
-        with open(tmp, mode) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+FOLD_LIMIT = 64   # constant folding (get_static_value) only for small integer tensors
 
 
 def parse_input_specs(text):
@@ -167,17 +96,18 @@ class GraphView:
         for node in graph_def.node:
             node.device = ""
             name = node.name + ":0"
-            if node.op not in ("Placeholder", "PlaceholderWithDefault"):
+            if not rules.is_input(node.op):
                 continue
+            placeholder = rules.has_tag(node.op, "placeholder")
             if name in self.input_specs:
                 shape, dtype = self.input_specs[name]
-                if node.op == "Placeholder":
+                if placeholder:
                     node.attr["dtype"].type = tf.as_dtype(dtype).as_datatype_enum
-            elif node.op == "Placeholder" and node.attr["shape"].shape.unknown_rank:
+            elif placeholder and node.attr["shape"].shape.unknown_rank:
                 if self._check_inputs and self._reaches_outputs(node.name):
                     raise Tf1PruneError("input %r has an unknown shape: give its shape with input specs" % name)
                 continue
-            elif node.op == "Placeholder" and node.attr["shape"].shape.dim:
+            elif placeholder and node.attr["shape"].shape.dim:
                 dims = [d.size for d in node.attr["shape"].shape.dim]
                 if any(d < 0 for d in dims[1:]):
                     if self._check_inputs and self._reaches_outputs(node.name):
@@ -188,7 +118,7 @@ class GraphView:
                 shape = (batch_size if dims[0] < 0 else dims[0],) + tuple(dims[1:])
             else:
                 continue
-            if node.op == "Placeholder":
+            if placeholder:
                 node.attr["shape"].shape.CopyFrom(tf.TensorShape(list(shape)).as_proto())
         return graph_def
 
@@ -212,17 +142,18 @@ class GraphView:
     def _fill_call_shapes(self, graph_def, graph):
         changed = False
         for node in graph_def.node:
-            if node.op not in CALL_OPS or node.name not in self.reachable:
+            call = rules.call_spec(node.op)
+            if call is None or call.loop or "output_shapes" not in node.attr or node.name not in self.reachable:
                 continue
             op = graph.get_operation_by_name(node.name)
             if all(t.shape.is_fully_defined() for t in op.outputs):
                 continue
             in_shapes = tuple(tuple(t.shape.as_list()) if t.shape.dims is not None else None
-                              for t in op.inputs[1:])
+                              for t in op.inputs[call.first_arg:])
             if None in in_shapes:
                 continue
             shapes = None
-            for attr in CALL_OPS[node.op]:
+            for attr in call.branches:
                 body = self.function_body(node.name, attr, in_shapes)
                 out = [tf.TensorShape(s) for s in body.output_shapes]
                 shapes = out if shapes is None else [a.most_specific_compatible_shape(b) for a, b in zip(shapes, out)]
@@ -236,20 +167,18 @@ class GraphView:
     def function_body(self, name, attr, in_shapes=None):
         """The branch ``attr`` of call op ``name`` as a GraphDef, for the current input shapes."""
         if in_shapes is None:
+            first = rules.call_spec(self.nodes[name].op).first_arg
             in_shapes = tuple(tuple(s) if s is not None else None
-                              for s in (self.shape(t) for t in self.data_inputs(name)[1:]))
+                              for s in (self.shape(t) for t in self.data_inputs(name)[first:]))
         key = (name, attr, in_shapes)
         if key not in self._bodies:
-            fname = self.nodes[name].attr[attr].func.name
-            if fname not in self._functions:
-                raise Tf1PruneError("function %r of %r is not in the graph library" % (fname, name))
-            fdef = self._functions[fname]
+            fdef = self.function_def(name, attr)
             graph_def, names = function_def_to_graph.function_def_to_graph_def(
                 fdef, [tf.TensorShape(s) for s in in_shapes])
             args = {arg.name: shape for arg, shape in zip(fdef.signature.input_arg, in_shapes)}
             for node in graph_def.node:
                 node.attr.pop("_output_shapes", None)
-                if node.op == "Placeholder" and node.name in args:  # stale arg_attr shapes lose
+                if rules.is_input(node.op) and node.name in args:  # stale arg_attr shapes lose
                     node.attr["shape"].shape.CopyFrom(tf.TensorShape(args[node.name]).as_proto())
             inputs = [names[arg.name] for arg in fdef.signature.input_arg]
             outputs = [names[fdef.ret[arg.name]] for arg in fdef.signature.output_arg]
@@ -288,7 +217,7 @@ class GraphView:
         A resource variable's handle has the shape of the variable it holds.
         """
         node = self.nodes[node_of(tensor)]
-        if node.op == "VarHandleOp":
+        if rules.is_variable(node.op) and "shape" in node.attr:
             shape = tf.TensorShape(node.attr["shape"].shape)
         else:
             shape = self.tf_graph.get_tensor_by_name(tensor_name(tensor)).shape
@@ -310,14 +239,56 @@ class GraphView:
     def data_inputs(self, name):
         return [tensor_name(r) for r in self.nodes[name].input if not r.startswith("^")]
 
-    def const_value(self, tensor):
-        """Value of a tensor that a Const produces (through Identity), else None."""
+    def read_source(self, tensor):
+        """The node whose value ``tensor`` is, through read ops (Identity, ReadVariableOp...)."""
         node = self.nodes.get(node_of(tensor))
-        while node is not None and node.op in ("Identity", "Snapshot") and node.input:
+        while node is not None and rules.is_read(node.op) and node.input:
             node = self.nodes.get(node_of(node.input[0]))
-        if node is None or node.op != "Const":
+        return node.name if node is not None else None
+
+    def const_value(self, tensor):
+        """Value of a constant tensor (a Const read through Identity, or a small integer tensor that
+        TensorFlow folds, e.g. a computed permutation), else None."""
+        source = self.read_source(tensor)
+        if source is None:
             return None
-        return tf.make_ndarray(node.attr["value"].tensor)
+        node = self.nodes[source]
+        if rules.is_const(node.op):
+            return tf.make_ndarray(node.attr["value"].tensor)
+        if rules.is_variable(node.op) or rules.is_input(node.op):
+            return None
+        try:
+            t = self.tf_graph.get_tensor_by_name(tensor_name(tensor))
+        except (KeyError, ValueError):
+            return None
+        if not t.dtype.is_integer or not t.shape.is_fully_defined() or t.shape.num_elements() > FOLD_LIMIT:
+            return None
+        value = tf.get_static_value(t)
+        return None if value is None else np.asarray(value)
+
+    def function_def(self, name, attr):
+        """The library function that attribute ``attr`` of node ``name`` calls."""
+        fname = self.nodes[name].attr[attr].func.name
+        if fname not in self._functions:
+            raise Tf1PruneError("function %r of %r is not in the graph library" % (fname, name))
+        return self._functions[fname]
+
+    def layer_ops_in(self, name, attr):
+        """``(op, node)`` of the layer ops in the function ``attr`` of node ``name``, nested calls included."""
+        found, seen, stack = [], set(), [self.function_def(name, attr)]
+        while stack:
+            fdef = stack.pop()
+            if fdef.signature.name in seen:
+                continue
+            seen.add(fdef.signature.name)
+            for node in fdef.node_def:
+                if rules.is_layer(node.op):
+                    found.append((node.op, node.name))
+                for value in node.attr.values():
+                    funcs = [value.func] if value.WhichOneof("value") == "func" else \
+                        list(value.list.func) if value.WhichOneof("value") == "list" else []
+                    stack += [self._functions[f.name] for f in funcs if f.name in self._functions]
+        return found
 
     def attr(self, name, key, default=None):
         node = self.nodes[node_of(name)]
@@ -335,10 +306,3 @@ class GraphView:
         """Channel axis for ops with a ``data_format`` attribute."""
         fmt = self.attr(name, "data_format", "NHWC") or "NHWC"
         return 1 if fmt.startswith("NC") else rank - 1
-
-
-def static_size(shape):
-    """Number of elements of a fully known static shape, else None."""
-    if shape is None or any(d is None for d in shape):
-        return None
-    return int(np.prod(shape, dtype=np.int64))

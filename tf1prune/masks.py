@@ -26,11 +26,11 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.python.util import nest
 
+from tf1prune import rules
+
 COLLECTION = "tf1prune_masks"
 _MASK_SETS = weakref.WeakKeyDictionary()     # graph -> MaskSet
-_MASKED_OPS = set()   # names of ops that already re-apply the masks (masked train ops, apply ops)
-_WRITE_OPS = ("Assign", "AssignAdd", "AssignSub", "AssignVariableOp", "AssignAddVariableOp",
-              "AssignSubVariableOp", "ScatterUpdate", "ResourceScatterUpdate")
+_MASKED_OPS = weakref.WeakKeyDictionary()    # graph -> names of ops that re-apply the masks
 
 
 class MaskSet:
@@ -47,6 +47,11 @@ class MaskSet:
             self.apply_op = self._apply(list(self.variables))
         self._values = {}
 
+    @property
+    def masked_ops(self):
+        """Names of this graph's ops that re-apply the masks (masked train ops, apply ops)."""
+        return _masked_ops(self.graph)
+
     @classmethod
     def for_graph(cls, graph, variables):
         """The graph's mask set, created on first use (later calls must name the same variables)."""
@@ -61,7 +66,7 @@ class MaskSet:
             updates = [tf.assign(self.variables[n], self.variables[n] * self.masks[n]) if _is_ref(self.variables[n])
                        else self.variables[n].assign(self.variables[n] * self.masks[n]) for n in names]
             group = tf.group(*updates, name="tf1prune_apply_masks")
-        _MASKED_OPS.add(group.name)
+        _masked_ops(self.graph).add(group.name)
         return group
 
     def load(self, sess, values):
@@ -112,7 +117,7 @@ class MaskSet:
             seen, stack, hit = set(), [op], False
             while stack and not hit:
                 cur = stack.pop()
-                if cur.name in seen or cur.name in _MASKED_OPS:
+                if cur.name in seen or cur.name in self.masked_ops:
                     continue
                 seen.add(cur.name)
                 hit = _is_write(cur) and cur.inputs and cur.inputs[0].op.name in targets
@@ -150,8 +155,12 @@ def _reset_keras_train_functions(graph):
 
 
 def _is_write(op):
-    return op.type in _WRITE_OPS or op.type.startswith(("Apply", "ResourceApply", "SparseApply",
-                                                         "ResourceSparseApply"))
+    return rules.is_write(op.type)
+
+
+def _masked_ops(graph):
+    """The per-graph set of op names that re-apply the masks."""
+    return _MASKED_OPS.setdefault(graph, set())
 
 
 def _is_ref(var):
@@ -179,7 +188,7 @@ def _wrap(apply_gradients):
             if not isinstance(train_op, tf.Operation):
                 with tf.control_dependencies([apply]):
                     apply = tf.identity(train_op)
-        _MASKED_OPS.add(apply.name)
+        _masked_ops(graph).add(apply.name)
         return apply
     wrapper._tf1prune = True
     return wrapper

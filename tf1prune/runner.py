@@ -17,10 +17,12 @@ import os
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from tf1prune import flops, importance, masks as masks_lib, sensitivity, slim, spec as spec_lib
-from tf1prune.analysis import ZERO_ROLES, analyze
+from tf1prune import allocation, flops, importance, masks as masks_lib, sensitivity, slim, spec as spec_lib
+from tf1prune.analysis import analyze
 from tf1prune.errors import Tf1PruneError
-from tf1prune.graph import atomic_write, normalize_input_specs, node_of
+from tf1prune.files import atomic_write
+from tf1prune.graph import normalize_input_specs
+from tf1prune.names import node_of
 
 DEFAULT_WORKSPACE = ".tf1prune"
 
@@ -52,6 +54,9 @@ class IterativePruningRunner:
             if node_of(name) not in names:
                 raise Tf1PruneError("node %r is not in the graph" % name)
         self.variables = {v.op.name: v for v in sess.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)}
+        self.sens = None       # the last sensitivity analysis (ana)
+        self.mask_set = None   # the session's masks, once something is pruned
+        self.frozen = self.analysis = None
         masks_lib.install()
         self._refresh()
         self.spec = self._recover_spec()
@@ -59,13 +64,14 @@ class IterativePruningRunner:
             self._apply(self.spec)
 
     # --- graph ------------------------------------------------------------
-    def _freeze(self):
+    def frozen_graph_def(self):
+        """The session's graph frozen as it is now (same shapes, current weights)."""
         return tf.graph_util.convert_variables_to_constants(
             self.sess, self.sess.graph.as_graph_def(), self.output_node_names)
 
     def _refresh(self):
         """Freeze the session as it is now and analyse it."""
-        self.frozen = self._freeze()
+        self.frozen = self.frozen_graph_def()
         self.analysis = analyze(self.frozen, self.input_specs, self.output_node_names, self.excludes)
         return self.analysis
 
@@ -74,7 +80,7 @@ class IterativePruningRunner:
 
     # --- ana --------------------------------------------------------------
     def ana(self, eval_fn, gpu_ids=None, checkpoint_interval=10, ratios=sensitivity.DEFAULT_RATIOS,
-            higher_is_better=True, executor=None, recompute=False, progress=sensitivity._progress):
+            higher_is_better=True, executor=None, recompute=False, progress=sensitivity.print_progress):
         """Sensitivity analysis: ``eval_fn(frozen_graph_def) -> float`` for every group and ratio.
 
         Results are cached in ``<workspace>/<model_name>.sens`` and resumed; ``gpu_ids`` with
@@ -98,7 +104,7 @@ class IterativePruningRunner:
 
     def _order(self, analysis, pruned=None):
         scores = importance.unit_scores(analysis, self.criterion, importance.const_values(analysis))
-        return spec_lib.rank_units(analysis, scores, pruned)
+        return allocation.rank_units(analysis, scores, pruned)
 
     # --- prune ------------------------------------------------------------
     def prune(self, sparsity=None, threshold=None, max_attemp=10, max_attempt=None, strategy="sensitivity"):
@@ -125,7 +131,7 @@ class IterativePruningRunner:
         order = self._order(analysis, pruned)
         cap = {g["id"]: len(g["keep"]) for g in self.spec.groups} if self.spec is not None else None
         if sparsity is not None:
-            counts = spec_lib.solve_sparsity(analysis, order, sparsity, self.channel_divisible,
+            counts = allocation.solve_sparsity(analysis, order, sparsity, self.channel_divisible,
                                              sens and _sensitivity_counts(analysis, sens, self.channel_divisible),
                                              cap)
             tag = "sparsity_%g" % sparsity
@@ -141,7 +147,7 @@ class IterativePruningRunner:
         return self._apply(self.spec)
 
     def _sensitivity(self, analysis):
-        sens = getattr(self, "sens", None)
+        sens = self.sens
         if sens is None:
             path = self._path(self.model_name + ".sens")
             if not os.path.exists(path):
@@ -153,27 +159,16 @@ class IterativePruningRunner:
 
     def _apply(self, spec):
         """Zero the pruned channels in the session, keep them zero, and return (shape_tensors, masks)."""
-        analysis = self.analysis
-        keep = spec.keep_mask(analysis)
-        masks = {}
-        for name, axes in analysis.bindings.items():
-            if name not in self.variables or not any(b.role in ZERO_ROLES for b in axes.values()):
-                continue
-            mask = np.ones(self.variables[name].shape.as_list(), np.float32)
-            for axis, b in axes.items():
-                if b.role in ZERO_ROLES:
-                    index = [slice(None)] * mask.ndim
-                    index[axis] = ~analysis.kept_positions(b.elems, keep)
-                    mask[tuple(index)] = 0
-            masks[name] = mask
+        plan = self.analysis.plan(spec)
+        masks = {name: plan.mask(name, self.variables[name].shape.as_list())
+                 for name, slices in plan.params.items()
+                 if name in self.variables and any(s.role.zeroed for s in slices)}
         mask_set = masks_lib.MaskSet.for_graph(self.sess.graph, {n: self.variables[n] for n in masks})
         mask_set.load(self.sess, masks)
         mask_set.attach(self.sess)
         self.mask_set = mask_set
-        slim_gd = slim.slim_graph_def(analysis, keep)
-        changed = {r[1] for r in analysis.rewrites}
-        changed |= {r[1] + "/size_splits" for r in analysis.rewrites if r[0] == "split"}
-        shape_tensors = {n.name: n for n in slim_gd.node if n.name in changed}
+        changed = plan.shape_nodes()
+        shape_tensors = {n.name: n for n in slim.apply_slim(plan).node if n.name in changed}
         return shape_tensors, {n: m for n, m in masks.items() if not m.all()}
 
     def _recover_spec(self):
@@ -202,16 +197,21 @@ class IterativePruningRunner:
         keep = self.spec.keep_mask(analysis)
         if masks:
             keep &= ~zeroed_units(analysis, masks)
-        return slim.slim_graph_def(analysis, keep)
+        return slim.apply_slim(analysis.plan(keep))
+
+    def _masks(self):
+        if self.mask_set is None:
+            raise Tf1PruneError("nothing is pruned: call prune() first")
+        return self.mask_set
 
     def mask_hook(self):
         """A SessionRunHook that keeps pruned weights zero (MonitoredTrainingSession, Estimator)."""
-        return masks_lib.MaskHook(self.mask_set)
+        return masks_lib.MaskHook(self._masks())
 
     @property
     def apply_masks_op(self):
         """Op that zeroes the pruned weights again, for custom training loops."""
-        return self.mask_set.apply_op
+        return self._masks().apply_op
 
     def report(self):
         """MACs/params before and after the current spec."""
@@ -255,7 +255,7 @@ def _sensitivity_counts(analysis, sens, divisible):
                 ratios, drops = envelopes[g.id]
                 ok = np.isfinite(drops)
                 r = float(np.interp(level, drops[ok], ratios[ok])) if ok.sum() > 1 else 0.0
-                out[g.id] = spec_lib.keep_count(g.channels, r, divisible)
+                out[g.id] = allocation.keep_count(g.channels, r, divisible)
         return out
     return counts_at
 
@@ -270,7 +270,7 @@ def _threshold_counts(analysis, sens, threshold, divisible):
                 if d > threshold:
                     break
                 best = r
-            counts[g.id] = spec_lib.keep_count(g.channels, best, divisible)
+            counts[g.id] = allocation.keep_count(g.channels, best, divisible)
     return counts
 
 

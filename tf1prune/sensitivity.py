@@ -18,11 +18,11 @@ import time
 import numpy as np
 
 from tf1prune import _worker
-from tf1prune.analysis import ZERO_ROLES
+from tf1prune.allocation import keep_count
 from tf1prune.errors import Tf1PruneError
-from tf1prune.graph import atomic_write, save_graph_def
+from tf1prune.files import atomic_write, save_graph_def
 from tf1prune.importance import const_values
-from tf1prune.spec import keep_count
+from tf1prune.rules import ZEROED
 
 FORMAT = "tf1prune-sens"
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -100,44 +100,35 @@ class Sensitivity:
 
 
 class Patcher:
-    """Zeroed constants of one group at one ratio, for a frozen graph's analysis."""
+    """Zeroed constants of one group at one ratio, for a frozen graph's analysis: the sparse
+    graph's constants of the plan that prunes that group only."""
 
     def __init__(self, analysis, order, channel_divisible=1, values=None):
         self.analysis, self.order, self.divisible = analysis, order, channel_divisible
-        values = values or const_values(analysis)
-        self.touched = collections.defaultdict(list)   # gid -> [(const, axis, elems)]
+        self.values = values or const_values(analysis)
         self.originals = {}
-        for name, axes in analysis.bindings.items():
-            for axis, b in axes.items():
-                if b.role not in ZERO_ROLES:
-                    continue
-                for gid in {analysis.group_of_unit.get(int(u)) for u in np.unique(analysis.unit_of[b.elems])}:
-                    if gid is not None:
-                        self.touched[gid].append((name, axis, b.elems))
-                        if name not in self.originals:
-                            self.originals[name] = np.asarray(values(name))
+
+    def _original(self, name):
+        if name not in self.originals:
+            self.originals[name] = np.asarray(self.values(name))
+        return self.originals[name]
 
     def patches(self, gid, ratio):
         group = self.analysis.groups[gid]
-        pruned = self.order[gid][keep_count(group.channels, ratio, self.divisible):]
-        out = {}
-        for name, axis, elems in self.touched[gid]:
-            value = out.get(name)
-            value = self.originals[name].copy() if value is None else value
-            index = [slice(None)] * value.ndim
-            index[axis] = np.isin(self.analysis.unit_of[elems], pruned)
-            value[tuple(index)] = 0
-            out[name] = value
-        return out
+        keep = self.analysis.full_keep()
+        keep[self.order[gid][keep_count(group.channels, ratio, self.divisible):]] = False
+        plan = self.analysis.plan(keep)
+        return {name: plan.zero(name, self._original(name)) for name in plan.changed(ZEROED)}
 
 
-def _progress(done, total, elapsed, what):
+def print_progress(done, total, elapsed, what):
+    """The default progress report of ``ana``: one line on stderr per evaluation."""
     eta = elapsed / done * (total - done) if done else float("nan")
     sys.stderr.write("ana: %d/%d evaluations (%s), %.1f s elapsed, ETA %.1f s\n" % (done, total, what, elapsed, eta))
 
 
 def run(sens, graph_def, patcher, eval_fn, devices=("/CPU:0",), executor=None, checkpoint_interval=10,
-        progress=_progress, workdir="."):
+        progress=print_progress, workdir="."):
     """Evaluate the baseline and every missing (group, ratio) of ``sens``; save as it goes."""
     nodes = {n.name: n for n in graph_def.node}
     if sens.baseline is None:

@@ -38,12 +38,15 @@ import shutil
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from tf1prune import ops
+from tf1prune.allocation import rank_units
 from tf1prune.checkpoint import CheckpointModel, check_outputs, open_checkpoint, read_tensor, \
     staged_checkpoint, strip_checkpoint, write_checkpoint
 from tf1prune.errors import Tf1PruneError
-from tf1prune.graph import atomic_write, node_of
-from tf1prune.spec import rank_units
+from tf1prune.files import atomic_write
+from tf1prune.importance import channel_norms
+from tf1prune.rules import Role
+
+FILTERS = (Role.FILTER,)
 
 METHODS = ("magnitude", "redundancy")
 BlockSummary = collections.namedtuple("BlockSummary", "name type channels selected converged")
@@ -60,34 +63,11 @@ class Summary(collections.namedtuple("Summary", "blocks failure_rate checkpoint"
         return "\n".join(rows)
 
 
-FILTER_AXIS = {"Conv2D": 3, "DepthwiseConv2dNative": 2, "MatMul": 1}   # kernel axis of the produced channels
-
-
 def producer_filters(analysis):
     """``(param node, axis, elems)`` of every filter: the kernel slices that *produce* channels (the
     output axis of conv/dense kernels, the channel axis of depthwise kernels)."""
-    out = []
-    for layer in analysis.layers:
-        op = analysis.view.nodes[layer.node].op
-        if layer.kernel is None or op not in FILTER_AXIS:
-            continue
-        axis = FILTER_AXIS[op]
-        if op == "MatMul" and analysis.view.attr(layer.node, "transpose_b", False):
-            axis = 0
-        name = layer.kernel
-        while ops.lookup(analysis.view.nodes[name].op).param == "pass":
-            name = node_of(analysis.view.data_inputs(name)[0])
-        binding = analysis.bindings.get(name, {}).get(axis)
-        if binding is not None and binding.role == "kernel":
-            out.append((name, axis, binding.elems))
-    return out
-
-
-def _channel_group(analysis, node):
-    inf = analysis.tensor_info(node + ":0")
-    if inf is None or not len(inf.elems):
-        return None
-    return analysis.group_of_unit.get(int(analysis.unit_of[inf.elems[0]]))
+    return [(name, axis, b.elems) for name, axes in analysis.bindings.items()
+            for axis, b in sorted(axes.items()) if b.role in FILTERS]
 
 
 def _block_name(block):
@@ -156,8 +136,9 @@ class SoftFilterPruner:
             group = analysis.groups[block.group] if block.group is not None else None
             members = set(block.nodes)
             for inner in analysis.blocks:   # an SE block gating the block's channels is part of it
+                gate = analysis.group_of_tensor(inner.nodes[-1] + ":0")
                 if inner.type == "squeeze_excitation" and block.group is not None \
-                        and _channel_group(analysis, inner.nodes[-1]) == block.group:
+                        and gate is not None and gate.id == block.group:
                     members.update(inner.nodes)
             if group is None or not set(group.nodes) <= members or not set(group.consumers) <= members:
                 skipped.append((name, "its internal channels are shared with layers outside the block"))
@@ -230,9 +211,7 @@ class SoftFilterPruner:
         analysis = self.model.analysis
         total, count = np.zeros(analysis.num_units), np.zeros(analysis.num_units)
         for name, axis, elems in self.filters:
-            w = np.abs(np.asarray(values(name), np.float64))
-            s = w.sum(axis=tuple(a for a in range(w.ndim) if a != axis))
-            s = s / s.mean() if s.mean() > 0 else s
+            s = channel_norms(values(name), axis)
             np.add.at(total, analysis.unit_of[elems], s)
             np.add.at(count, analysis.unit_of[elems], 1)
         return total / np.maximum(count, 1)
@@ -260,29 +239,28 @@ class SoftFilterPruner:
         prefix, reader = open_checkpoint(checkpoint or self.checkpoint)
         shapes = reader.get_variable_to_shape_map()
         for var in self.model.analysis.bindings:
-            if var in self.model.nodes and self.model.nodes[var].op != "Const":
+            if self.model.is_variable(var):
                 key = self.model.key(var)
-                if key not in shapes or list(shapes[key]) != self.model._var_shape(var):
+                if key not in shapes or list(shapes[key]) != self.model.var_shape(var):
                     raise Tf1PruneError("checkpoint %r does not fit the meta graph (variable %r)" % (prefix, key))
         return prefix, reader
 
+    def _keep(self, analysis, selected):
+        """Kept-unit mask of ``analysis`` without the selected channels (blocks of this pruner's model)."""
+        keep = analysis.full_keep()
+        for name, idx in selected.items():
+            keep[np.array(analysis.groups[self.blocks[name].group].units)[idx]] = False
+        return keep
+
     def _zero_masks(self, selected):
         """Checkpoint key -> (variable, 0/1 mask) zeroing the selected filters (and their slots)."""
-        analysis = self.model.analysis
-        drop = np.zeros(analysis.num_units, bool)
-        for name, idx in selected.items():
-            drop[np.array(analysis.groups[self.blocks[name].group].units)[idx]] = True
+        plan = self.model.analysis.plan(self._keep(self.model.analysis, selected))
         masks = {}
-        for var, axis, elems in self.filters:
-            hit = drop[analysis.unit_of[elems]]
-            if not hit.any() or self.model.nodes[var].op == "Const":
+        for var in plan.changed(FILTERS):
+            if not self.model.is_variable(var):
                 continue
-            key = self.model.key(var)
-            mask = masks[key][1] if key in masks else np.ones(self.model._var_shape(var), np.float32)
-            index = [slice(None)] * mask.ndim
-            index[axis] = hit
-            mask[tuple(index)] = 0
-            for k in [key] + self.model.slots.get(var, []):
+            mask = plan.mask(var, self.model.var_shape(var), FILTERS)
+            for k in [self.model.key(var)] + self.model.slots.get(var, []):
                 masks[k] = (var, mask)
         return masks
 
@@ -362,9 +340,7 @@ class SoftFilterPruner:
         prefix, _ = self._open(checkpoint)
         model = CheckpointModel(self.model.meta_path, prefix, self.model.output_node_names,
                                 self.model.analysis.view.input_specs)
-        keep = model.analysis.full_keep()
-        for name, idx in self.selected.items():
-            keep[np.array(model.analysis.groups[self.blocks[name].group].units)[idx]] = False
+        keep = self._keep(model.analysis, self.selected)
         return strip_checkpoint(model, keep, output_dir, output_graph, inputs=[(self.model.prefix, self.model.meta_path)])
 
 

@@ -1,69 +1,50 @@
-"""Pure GraphDef -> GraphDef rewrites of a frozen graph for a kept-unit mask.
+"""Slim and sparse graphs: pure GraphDef -> GraphDef functions, and their appliers of a plan.
 
-- :func:`sparse_graph_def`: same shapes; pruned channels zeroed in every
-  kernel (producer outputs *and* consumer inputs), bias and BatchNorm
-  gamma/beta.  A pruned channel may still carry a constant (``act(0)``), but
-  every layer that reads it has zero weights for it, so
+- :func:`sparse_graph_def`: same shapes; pruned channels zeroed in every kernel (producer outputs
+  *and* consumer inputs), bias and BatchNorm gamma/beta.  A pruned channel may still carry a
+  constant (``act(0)``), but every layer that reads it has zero weights for it, so
   ``slim(x) == sparse(x)`` exactly (up to float summation order).
-- :func:`slim_graph_def`: the channels are really gone: every bound constant is
-  sliced, shape constants (Reshape targets, noise shapes, Pack elements) are
-  rewritten, ``Split`` on channels becomes ``SplitV``, stale ``_output_shapes``
-  are dropped, and the result is re-imported to check every shape.
+- :func:`slim_graph_def`: the channels are really gone: every bound constant is sliced, shape
+  constants are rewritten, ``Split`` on channels becomes ``SplitV``, stale ``_output_shapes`` are
+  dropped, and the result is re-imported so that TensorFlow checks every shape.
+
+Example::
+
+    slim_gd = tf1prune.slim_graph_def(graph_def, 0.5, {"input:0": ((1, 224, 224, 3), "float32")}, ["logits"])
+    slim_gd = tf1prune.slim_graph_def(graph_def, "model.spec", input_specs, ["logits"])
+    slim_gd = tf1prune.slim_graph_def(graph_def, sparsity=0.5, input_specs=specs, output_node_names=["logits"])
 """
 import copy
+import numbers
 
-import numpy as np
-import tensorflow.compat.v1 as tf
-
-from tf1prune.analysis import ZERO_ROLES
+from tf1prune import rules
 from tf1prune.errors import Tf1PruneError
 from tf1prune.graph import GraphView
-
-
-def _const_nodes(graph_def):
-    return {n.name: n for n in graph_def.node}
-
-
-def _value(node):
-    return tf.make_ndarray(node.attr["value"].tensor)
-
-
-def _set_value(node, value):
-    dtype = tf.as_dtype(node.attr["dtype"].type)
-    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(value, dtype=dtype.as_numpy_dtype),
-                                                            dtype=dtype))
+from tf1prune.rules import ZEROED, build
 
 
 def _check_frozen(analysis, nodes):
     for name in analysis.bindings:
-        if nodes[name].op != "Const":
+        if not rules.is_const(nodes[name].op):
             raise Tf1PruneError("parameter %r is a variable (%s): freeze the graph first" % (name, nodes[name].op))
 
 
-def sparse_graph_def(analysis, keep):
-    """Same-shape graph with the pruned channels of weights, biases and BN gamma/beta zeroed."""
-    graph_def = copy.deepcopy(analysis.view.graph_def)
-    nodes = _const_nodes(graph_def)
-    _check_frozen(analysis, nodes)
-    for name, axes in analysis.bindings.items():
-        zero_axes = [(axis, b) for axis, b in axes.items() if b.role in ZERO_ROLES]
-        if not zero_axes:
-            continue
-        value = _value(nodes[name]).copy()
-        for axis, binding in zero_axes:
-            drop = ~analysis.kept_positions(binding.elems, keep)
-            index = [slice(None)] * value.ndim
-            index[axis] = drop
-            value[tuple(index)] = 0
-        _set_value(nodes[name], value)
+def apply_sparse(plan):
+    """The sparse GraphDef of ``plan`` (a frozen graph's): pruned weights zeroed, shapes unchanged."""
+    graph_def = copy.deepcopy(plan.analysis.view.graph_def)
+    nodes = {n.name: n for n in graph_def.node}
+    _check_frozen(plan.analysis, nodes)
+    for name in plan.changed(ZEROED):
+        build.set_const_value(nodes[name], plan.zero(name, build.const_value(nodes[name])))
     return graph_def
 
 
-def slim_graph_def(analysis, keep, validate=True):
-    """Graph with the pruned channels removed; raises if TensorFlow rejects a shape."""
+def apply_slim(plan, validate=True):
+    """The slim GraphDef of ``plan``; raises if TensorFlow rejects a shape."""
+    analysis = plan.analysis
     graph_def = copy.deepcopy(analysis.view.graph_def)
-    _check_frozen(analysis, _const_nodes(graph_def))
-    shrink(graph_def, analysis, keep)
+    _check_frozen(analysis, {n.name: n for n in graph_def.node})
+    shrink(graph_def, plan)
     drop_stale_shapes(graph_def)
     strip_unused_functions(graph_def)
     if validate:
@@ -74,45 +55,26 @@ def slim_graph_def(analysis, keep, validate=True):
     return graph_def
 
 
-def shrink(graph_def, analysis, keep, bindings=None, rewrites=None):
-    """In place: slice bound constants, shrink bound variables' ``shape``, rewrite shape constants.
+def shrink(graph_def, plan, aliases=None):
+    """In place: slice bound constants, shrink bound variables' ``shape``, rewrite shape tensors.
 
-    ``bindings``/``rewrites`` default to the analysis'; nodes missing from ``graph_def`` are skipped.
+    ``aliases``: more variables, each shrunk like the parameter it names (weight copies); nodes
+    missing from ``graph_def`` are skipped.
     """
-    nodes = _const_nodes(graph_def)
-    bindings = analysis.bindings if bindings is None else bindings
-    for name, axes in bindings.items():
+    nodes = {n.name: n for n in graph_def.node}
+    targets = [(name, name) for name in plan.params] + list((aliases or {}).items())
+    for name, like in targets:
         node = nodes.get(name)
         if node is None:
             continue
-        if node.op == "Const":
-            value = _value(node)
-            for axis, binding in axes.items():
-                value = np.compress(analysis.kept_positions(binding.elems, keep), value, axis=axis)
-            _set_value(node, value)
-        else:   # a variable: VariableV2 / VarHandleOp / Variable
-            dims = [d.size for d in node.attr["shape"].shape.dim]
-            for axis, binding in axes.items():
-                dims[axis] = int(np.count_nonzero(analysis.kept_positions(binding.elems, keep)))
-            node.attr["shape"].shape.CopyFrom(tf.TensorShape(dims).as_proto())
-    shape_values = {}
-    for kind, name, index, elems in analysis.rewrites if rewrites is None else rewrites:
-        if name not in nodes:
-            continue
-        if kind == "const_elem":
-            count = int(np.count_nonzero(analysis.kept_positions(elems, keep)))
-            key = (name, index)
-            if shape_values.setdefault(key, count) != count:
-                raise Tf1PruneError("shape constant %r is shared by tensors of different widths" % name)
-            value = _value(nodes[name]).copy()
-            if index is None:
-                value = np.asarray(count, dtype=value.dtype)
-            else:
-                value.reshape(-1)[index] = count
-            _set_value(nodes[name], value)
-        elif kind == "split":
-            _rewrite_split(graph_def, nodes, nodes[name],
-                           [int(np.count_nonzero(analysis.kept_positions(p, keep))) for p in elems])
+        if rules.is_const(node.op):
+            build.set_const_value(node, plan.slice(like, build.const_value(node)))
+        else:   # a variable: its shape attribute
+            dims = plan.shape(like, [d.size for d in node.attr["shape"].shape.dim])
+            node.attr["shape"].shape.Clear()
+            for d in dims:
+                node.attr["shape"].shape.dim.add(size=d)
+    plan.apply_rewrites(graph_def)
     return graph_def
 
 
@@ -151,17 +113,44 @@ def drop_stale_shapes(graph_def):
             node.attr.pop("_output_shapes", None)
 
 
-def _rewrite_split(graph_def, nodes, node, sizes):
-    sizes_const = tf.NodeDef(name=node.name + "/size_splits", op="Const")
-    sizes_const.attr["dtype"].type = tf.int32.as_datatype_enum
-    sizes_const.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.array(sizes, np.int32)))
-    if node.op == "Split":
-        axis, value = node.input[0], node.input[1]
-        del node.input[:2]
-        for ref in reversed([value, sizes_const.name, axis]):
-            node.input.insert(0, ref)
-        node.op = "SplitV"
-        node.attr["Tlen"].type = tf.int32.as_datatype_enum
-    else:
-        node.input[1] = sizes_const.name
-    graph_def.node.extend([sizes_const])
+# --- the public pure functions ---------------------------------------------------------------
+def _plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, criterion, channel_divisible,
+             excludes):
+    from tf1prune.analysis import analyze
+    from tf1prune.spec import Spec, make_spec
+    analysis = analyze(graph_def, input_specs, output_node_names, excludes)
+    if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
+        spec, ratio = None, float(spec)
+    if isinstance(spec, str):
+        spec = Spec.load(spec)
+    if spec is not None and (ratio is not None or sparsity is not None):
+        raise Tf1PruneError("give a spec, a ratio or a sparsity, not several")
+    if spec is None:
+        spec = make_spec(analysis, ratio=ratio, sparsity=sparsity, criterion=criterion,
+                         channel_divisible=channel_divisible)
+    return analysis.plan(spec)
+
+
+def slim_graph_def(graph_def, spec=None, input_specs=None, output_node_names=(), ratio=None, sparsity=None,
+                   criterion="l1", channel_divisible=1, excludes=()):
+    """A frozen GraphDef with channels removed: ``spec`` (a :class:`~tf1prune.Spec`, a spec file, or a
+    uniform ratio), or ``ratio=``, or a MACs ``sparsity=`` target.  ``graph_def`` is not modified.
+
+    Example::
+
+        slim_gd = tf1prune.slim_graph_def(graph_def, 0.5, {"x:0": ((1, 28, 28, 1), "float32")}, ["logits"])
+    """
+    return apply_slim(_plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, criterion,
+                               channel_divisible, excludes))
+
+
+def sparse_graph_def(graph_def, spec=None, input_specs=None, output_node_names=(), ratio=None, sparsity=None,
+                     criterion="l1", channel_divisible=1, excludes=()):
+    """The same choice as :func:`slim_graph_def`, with the pruned channels zeroed instead of removed.
+
+    Example::
+
+        sparse_gd = tf1prune.sparse_graph_def(graph_def, 0.5, {"x:0": ((1, 28, 28, 1), "float32")}, ["logits"])
+    """
+    return apply_sparse(_plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, criterion,
+                                 channel_divisible, excludes))

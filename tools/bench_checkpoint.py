@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tf1prune import checkpoint, importance, spec as spec_lib  # noqa: E402
+from tf1prune import checkpoint, spec as spec_lib  # noqa: E402
 
 flags.DEFINE_string("model", "ResNet50", "tf_keras.applications model name")
 flags.DEFINE_float("ratio", 0.5, "fraction of the channels of every prunable group to remove")
@@ -54,10 +54,7 @@ def main(_):
     t = time.time()
     model = checkpoint.CheckpointModel(prefix + ".meta", prefix, outputs)
     t_model = time.time() - t
-    scores = importance.unit_scores(model.analysis, "l1", model.value)
-    order = spec_lib.rank_units(model.analysis, scores)
-    counts = {g.id: spec_lib.keep_count(g.channels, FLAGS.ratio) for g in model.analysis.groups if g.prunable}
-    keep = spec_lib.spec_from_counts(model.analysis, order, counts).keep_mask(model.analysis)
+    keep = spec_lib.make_spec(model.analysis, ratio=FLAGS.ratio, values=model.value).keep_mask(model.analysis)
     t = time.time()
     result = checkpoint.strip_checkpoint(model, keep, os.path.join(work, "slim"),
                                          output_graph=os.path.join(work, "slim.pb"))

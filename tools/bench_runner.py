@@ -324,10 +324,7 @@ def prune(runner, method, sparsity):
     if method == "sensitivity":
         runner.prune(sparsity=sparsity)
     elif method == "uniform-l1":
-        runner._refresh()
-        spec = spec_lib.make_spec(runner.analysis, sparsity=sparsity, channel_divisible=FLAGS.channel_divisible)
-        runner.spec = spec
-        runner._apply(spec)
+        runner.prune(sparsity=sparsity, strategy="uniform")
     else:
         raise ValueError("unknown method %r (choose from %s)" % (method, ", ".join(METHODS)))
     return runner.spec

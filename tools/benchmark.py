@@ -94,9 +94,9 @@ def prunable_share(a, output):
     tot = [0, 0]
     ok = [0, 0]
     for layer in a.layers:
-        if layer.kind not in ("conv", "dense") or np.isscalar(layer.dims[-1]):
+        if layer.kind not in ("conv", "dense") or not len(layer.dims[-1].elems):
             continue
-        units = a.unit_of[layer.dims[-1]]
+        units = a.unit_of[layer.dims[-1].elems]
         good = sum(a.groups[a.group_of_unit[u]].prunable for u in units.tolist() if u in a.group_of_unit)
         for i, counted in enumerate((True, layer.node not in excluded)):
             tot[i] += len(units) * counted
@@ -140,7 +140,7 @@ def bench(name):
     for div in [int(d) for d in FLAGS.divisible]:
         def run():
             s = spec_lib.make_spec(a, sparsity=FLAGS.sparsity, channel_divisible=div)
-            return slim.slim_graph_def(a, s.keep_mask(a))
+            return slim.apply_slim(a.plan(s))
         t_slim, slim_gd = best_of(run, FLAGS.repeats)
         after = flops.count(tf1prune.analyze(slim_gd, specs, [out]))
         orig_ms, slim_ms = latency([gd, slim_gd], inp, out, (FLAGS.batch, size, size, 3),

@@ -72,12 +72,12 @@ def main(_):
         for sparsity in (float(s) for s in FLAGS.sparsities):
             runner.prune(sparsity=sparsity)
             before, after = runner.report()
-            pruned_acc = eval_fn(runner._freeze())
+            pruned_acc = eval_fn(runner.frozen_graph_def())
             print("\n== prune(sparsity=%g): MACs %d -> %d (%.1f%% fewer), val accuracy %.4f; fine-tune %d epoch(s)"
                   % (sparsity, before.macs, after.macs, 100 * (1 - after.macs / before.macs), pruned_acc,
                      FLAGS.finetune_epochs))
             model.fit(x_fit, y_fit, batch_size=128, epochs=FLAGS.finetune_epochs, verbose=2)
-            steps.append((sparsity, pruned_acc, eval_fn(runner._freeze())))
+            steps.append((sparsity, pruned_acc, eval_fn(runner.frozen_graph_def())))
         slim_gd = runner.get_slim_graph_def()
         session_out = sess.run(outs[0] + ":0", {info.input_name: x_test[:256]})
 

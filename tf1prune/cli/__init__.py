@@ -1,19 +1,19 @@
-"""Shared plumbing of the ``tf1prune-analyze`` and ``tf1prune-convert`` tools.
+"""Shared plumbing of the ``tf1prune-*`` tools.
 
-Both tools are absl apps whose ``main(argv)`` takes a full command line, so
-they can be called in-process (``main(['tf1prune-convert', '--input_graph=...'])``);
-user errors become one ``error: ...`` line on stderr and exit code 2.
+The tools are absl apps whose ``main(argv)`` takes a full command line, so they can be called
+in-process (``main(['tf1prune-convert', '--input_graph=...'])``); user errors become one
+``error: ...`` line on stderr and exit code 2.  Importing a tool changes no process state and
+does not load TensorFlow: :func:`launch` quiets TensorFlow's start-up, then loads it.
 """
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads (tf1prune imports it lazily)
-
 import contextlib
 import functools
+import os
 import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
+
+from tf1prune.errors import Tf1PruneError
 
 
 @contextlib.contextmanager
@@ -29,12 +29,6 @@ def _devnull_fd2():
         os.close(saved)
         os.close(devnull)
 
-
-with _devnull_fd2():  # TensorFlow's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL
-    import tensorflow.compat.v1 as tf
-    from tf1prune.analysis import analyze as analyze_graph  # 'analyze' is the submodule
-from tf1prune.errors import Tf1PruneError  # noqa: E402
-from tf1prune.graph import load_graph_def, parse_input_specs  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_graph", None, "Frozen GraphDef to read (binary .pb or text .pbtxt).")
@@ -58,11 +52,17 @@ def refuse(*names):
             raise Tf1PruneError("--%s is not an option of this tool" % name)
 
 
+def input_specs():
+    """The --input_specs flag, parsed."""
+    from tf1prune.graph import parse_input_specs
+    return parse_input_specs(FLAGS.input_specs)
+
+
 def load_and_analyze(path, excludes=()):
     """Read graph ``path`` and analyse it with the --input_specs and --output_node_names flags."""
-    graph_def = load_graph_def(path)
-    return analyze_graph(graph_def, parse_input_specs(FLAGS.input_specs), names(FLAGS.output_node_names),
-                         names(excludes))
+    from tf1prune.analysis import analyze
+    from tf1prune.files import load_graph_def
+    return analyze(load_graph_def(path), input_specs(), names(FLAGS.output_node_names), names(excludes))
 
 
 def _parse(argv):
@@ -87,9 +87,11 @@ def _absl_parser(argv):
 
 
 def quiet():
-    """Silence TensorFlow's Python logging and absl logging."""
+    """Silence TensorFlow's Python logging and absl logging (TensorFlow in graph mode)."""
+    import tensorflow.compat.v1 as tf
     tf.get_logger().setLevel("ERROR")
     absl_logging.set_verbosity(absl_logging.ERROR)
+    tf.disable_eager_execution()
 
 
 def tool(required):
@@ -103,7 +105,6 @@ def tool(required):
                     if FLAGS[name].value in (None, "", []):
                         raise Tf1PruneError("--%s is required" % name)
                 quiet()
-                tf.disable_eager_execution()
                 body()
             except (Tf1PruneError, OSError, flags.Error) as e:
                 lines = str(e).strip().splitlines() or [type(e).__name__]
@@ -118,10 +119,12 @@ def tool(required):
 def launch(main):
     """Run ``main`` as an absl app (the console-script entry points).
 
-    TensorFlow registers an absl init callback that probes for GPUs and logs a
-    cuInit error on CPU-only hosts at a C++ log level fixed when TensorFlow was
-    imported; probing once here, silenced, makes that callback quiet (cached).
+    TensorFlow's C++ start-up lines ignore ``TF_CPP_MIN_LOG_LEVEL``, and it registers an absl init
+    callback that probes for GPUs and logs a cuInit error on CPU-only hosts; loading TensorFlow and
+    probing once here, silenced, makes both quiet.
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _devnull_fd2():
+        import tensorflow.compat.v1 as tf
         tf.config.experimental.list_physical_devices("GPU")
     app.run(main, flags_parser=_absl_parser)

@@ -8,7 +8,7 @@ import json
 
 from absl import flags
 
-from tf1prune import cli, flops
+from tf1prune import cli
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
@@ -18,6 +18,7 @@ flags.DEFINE_bool("json", False, "Print one JSON document (macs, params, groups,
 @cli.tool(required=("input_graph", "output_node_names"))
 def main():
     """Analyse --input_graph and print the report."""
+    from tf1prune import flops
     cli.refuse("output_graph", "spec")
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
     if FLAGS.json:

@@ -10,11 +10,8 @@ import os
 
 from absl import flags
 
-from tf1prune import cli, flops, importance
+from tf1prune import cli, importance
 from tf1prune.errors import Tf1PruneError
-from tf1prune.graph import save_graph_def
-from tf1prune.slim import slim_graph_def, sparse_graph_def
-from tf1prune.spec import Spec, make_spec
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
@@ -66,6 +63,9 @@ def _write_all(outputs):
 @cli.tool(required=("input_graph", "output_graph", "output_node_names"))
 def main():
     """Prune --input_graph, write the outputs and print the measured MACs/params."""
+    from tf1prune import flops, slim
+    from tf1prune.files import save_graph_def
+    from tf1prune.spec import Spec, make_spec
     _check_args()
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
     if FLAGS.spec:
@@ -73,11 +73,11 @@ def main():
     else:
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
                          channel_divisible=FLAGS.channel_divisible)
-    keep = spec.keep_mask(analysis)
-    outputs = [("slim graph", FLAGS.output_graph, functools.partial(save_graph_def, slim_graph_def(analysis, keep)))]
+    plan = analysis.plan(spec)
+    outputs = [("slim graph", FLAGS.output_graph, functools.partial(save_graph_def, slim.apply_slim(plan)))]
     if FLAGS.sparse_graph:
         outputs.append(("sparse graph", FLAGS.sparse_graph,
-                        functools.partial(save_graph_def, sparse_graph_def(analysis, keep))))
+                        functools.partial(save_graph_def, slim.apply_sparse(plan))))
     if FLAGS.output_spec:
         outputs.append(("spec", FLAGS.output_spec, spec.save))
     _write_all(outputs)

@@ -11,7 +11,7 @@ training) instead of applying a spec.
 """
 from absl import flags
 
-from tf1prune import checkpoint, cli
+from tf1prune import cli
 from tf1prune.errors import Tf1PruneError
 
 FLAGS = flags.FLAGS
@@ -25,12 +25,13 @@ flags.DEFINE_bool("zeros", False, "Remove the channels whose kernels are all zer
 @cli.tool(required=("input_meta_graph", "input_checkpoint", "output_dir"))
 def main():
     """Strip the checkpoint and print what was removed."""
+    from tf1prune import checkpoint
     cli.refuse("input_graph")
     if bool(FLAGS.spec) == bool(FLAGS.zeros):
         raise Tf1PruneError("give exactly one of --spec or --zeros")
     model = checkpoint.CheckpointModel(FLAGS.input_meta_graph, FLAGS.input_checkpoint,
                                        cli.names(FLAGS.output_node_names) or None,
-                                       cli.parse_input_specs(FLAGS.input_specs), cli.names(FLAGS.excludes))
+                                       cli.input_specs(), cli.names(FLAGS.excludes))
     keep = model.keep_mask(spec=FLAGS.spec or None, zeros=FLAGS.zeros)
     result = checkpoint.strip_checkpoint(model, keep, FLAGS.output_dir, FLAGS.output_graph)
     removed = int((~keep).sum())

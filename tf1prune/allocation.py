@@ -1,0 +1,133 @@
+"""Which channels to keep: importance ranking per group, and per-group counts for a MACs target.
+
+Example::
+
+    order = rank_units(analysis, importance.unit_scores(analysis))
+    counts = solve_sparsity(analysis, order, 0.5, divisible=8)   # per group: channels kept
+"""
+import math
+
+import numpy as np
+
+from tf1prune import flops
+
+
+def keep_count(channels, ratio, divisible=1):
+    """Channels kept when pruning ``ratio`` of ``channels``, a multiple of ``divisible``, at least 1."""
+    kept = channels * (1.0 - ratio)
+    if divisible > 1:
+        kept = max(divisible, int(math.floor(kept / divisible + 0.5)) * divisible)
+    else:
+        kept = int(math.floor(kept + 0.5))
+    return int(min(channels, max(1, kept)))
+
+
+class Ranking(dict):
+    """Per prunable group, its units from most to least important; ``minimum[gid]``: the fewest
+    leading units that leave every segment (a producer, a split part) a channel."""
+
+    def __init__(self, order, minimum):
+        super().__init__(order)
+        self.minimum = minimum
+
+
+def rank_units(analysis, scores, pruned=None):
+    """:class:`Ranking` of the units by score (already ``pruned`` units last).
+
+    Each segment's best unit is moved to the front (smallest segments first; a
+    segment that already has one needs none), so keeping at least
+    ``minimum[gid]`` units never leaves a layer without a channel.
+    """
+    order, minimum = {}, {}
+    for g in analysis.groups:
+        if g.prunable:
+            units = np.array(g.units)
+            key = scores[units] if pruned is None else np.where(pruned[units], -np.inf, scores[units])
+            ranked = units[np.argsort(-key, kind="stable")]
+            position = {int(u): i for i, u in enumerate(ranked)}
+            required = set()
+            for seg in sorted(analysis.segments.get(g.id, []), key=len):
+                slots = [position[int(u)] for u in seg]
+                if not required.intersection(slots):
+                    required.add(min(slots))
+            required = sorted(required)
+            rest = np.setdiff1d(np.arange(len(ranked)), required, assume_unique=True)
+            order[g.id] = ranked[np.concatenate([required, rest]).astype(int)]
+            minimum[g.id] = max(1, len(required))
+    return Ranking(order, minimum)
+
+
+def counts_for_ratio(analysis, ratio, divisible):
+    return {g.id: keep_count(g.channels, ratio, divisible) for g in analysis.groups if g.prunable}
+
+
+class MacsModel:
+    """MACs of the slim graph as a function of per-group kept counts (top-ranked units kept)."""
+
+    def __init__(self, analysis, order):
+        rank = np.full(analysis.num_units, -1)
+        group = np.full(analysis.num_units, -1)
+        for gid, ranked in order.items():
+            rank[ranked] = np.arange(len(ranked))
+            group[ranked] = gid
+        self.layers = analysis.layers
+        self.branched = any(layer.path for layer in self.layers)
+        self.terms = []
+        for layer in analysis.layers:
+            dims = []
+            for d in layer.dims:
+                units = analysis.unit_of[d.elems]
+                g = group[units]
+                # per group: kept[c] = positions of this dim kept when the group keeps its first c units
+                kept = {int(gid): np.searchsorted(np.sort(rank[units[g == gid]]),
+                                                  np.arange(len(order[int(gid)]) + 1)).tolist()
+                        for gid in np.unique(g[g >= 0])}
+                dims.append((d.fixed + int(np.count_nonzero(g < 0)), list(kept.items())))
+            self.terms.append((layer.factor, dims))
+
+    def __call__(self, counts):
+        per_layer = []
+        for factor, dims in self.terms:
+            m = factor
+            for fixed, per_group in dims:
+                m *= fixed + sum(kept[counts[g]] for g, kept in per_group)
+            per_layer.append(m)
+        return flops.total(self.layers, per_layer) if self.branched else sum(per_layer)
+
+
+def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=None):
+    """Per-group kept counts whose slim MACs are closest to ``(1 - sparsity) * MACs``.
+
+    ``counts_at(t)`` maps ``t`` in [0, 1] to per-group counts, fewer as ``t``
+    grows (default: a uniform ratio ``t``); ``t`` is bisected, then single
+    groups move by one channel step while that brings the MACs closer to the
+    target.  ``cap`` bounds each group's count (channels already pruned stay so).
+    """
+    macs = MacsModel(analysis, order)
+    channels = {g.id: g.channels for g in analysis.groups if g.prunable}
+    cap = {gid: min(channels[gid], (cap or {}).get(gid, channels[gid])) for gid in channels}
+    counts_at = counts_at or (lambda t: counts_for_ratio(analysis, t, divisible))
+    capped = lambda t: {gid: max(order.minimum[gid], min(c, cap[gid])) for gid, c in counts_at(t).items()}
+    target = (1.0 - sparsity) * macs(channels)
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if macs(capped(mid)) > target:
+            lo = mid
+        else:
+            hi = mid
+    best = min((capped(t) for t in (lo, hi)), key=lambda c: abs(macs(c) - target))
+    best_err = abs(macs(best) - target)
+    for _ in range(4 * len(best) + 10):
+        moves = []
+        for gid, k in best.items():
+            for new in (k - divisible, k + divisible, cap[gid]):
+                new = min(cap[gid], new)
+                if new >= max(min(divisible, channels[gid]), order.minimum[gid]) and new != k:
+                    moves.append({**best, gid: new})
+        scored = [(abs(macs(c) - target), c) for c in moves]
+        err, cand = min(scored, key=lambda x: x[0]) if scored else (best_err, best)
+        if err >= best_err:
+            break
+        best, best_err = cand, err
+    return best

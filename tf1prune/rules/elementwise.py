@@ -1,0 +1,138 @@
+"""Per-channel ops: activations and unary math, broadcasting binary math, BiasAdd, BatchNorm,
+fake quantization, noise shaped like a tensor, and LRN (which mixes channels)."""
+from tf1prune.names import node_of
+from tf1prune.rules.base import Param, ParamKind, Role, register
+from tf1prune.rules.params import ELEMENTWISE, PASS, SHAPE, passthrough
+from tf1prune.rules.shapes import follow_input0
+
+
+def _rank(ctx, t):
+    s = ctx.shape(t)
+    return None if s is None else len(s)
+
+
+def elementwise(ctx, node):
+    """Broadcasting n-ary op: inputs carrying channels are joined element-wise; a parameter input
+    with the channel axis is bound (role ``stat``)."""
+    ins = ctx.inputs(node)
+    out = node.name + ":0"
+    out_shape = ctx.shape(out)
+    carriers = [(t, ctx.get(t)) for t in ins if ctx.get(t) is not None]
+    if not carriers:
+        return
+    if out_shape is None or any(_rank(ctx, t) is None for t in ins):
+        return ctx.opaque(node, "unknown rank")
+    rank = len(out_shape)
+    axes = {inf.axis + rank - _rank(ctx, t) for t, inf in carriers}
+    if len(axes) != 1:
+        return ctx.opaque(node, "inputs carry channels on different axes")
+    axis = axes.pop()
+    size = out_shape[axis]
+    elems, params, unknown = None, [], []
+    for t in ins:
+        inf, ts = ctx.get(t), ctx.shape(t)
+        idx = axis - (rank - len(ts))
+        if inf is not None:
+            if len(inf.elems) != size:
+                ctx.fix(inf.elems, "%s '%s' broadcasts a single channel" % (node.op, node.name))
+            elif elems is None:
+                elems = inf.elems
+            else:
+                ctx.union(elems, inf.elems)
+        elif idx < 0 or ts[idx] == 1:
+            continue
+        elif ctx.is_param(t) and ts[idx] is not None:
+            params.append((t, idx))
+        else:
+            unknown.append(t)
+    if elems is None:
+        return
+    for t, idx in params:
+        ctx.bind(t, idx, elems, Role.STAT, "%s '%s'" % (node.op, node.name))
+    for t in unknown:
+        src = ctx.view.nodes[node_of(t)]
+        ctx.fix(elems, "%s '%s' combines channels with the output of %s '%s'"
+                % (node.op, node.name, src.op, src.name))
+    ctx.set(out, axis, elems)
+
+
+def _bias_add(ctx, node):
+    x, b = ctx.inputs(node)[:2]
+    rank = _rank(ctx, x)
+    axis = ctx.view.channel_axis(node.name, rank) if rank else 0
+    elems = ctx.channel_in(x, axis, node)
+    if elems is not None:
+        ctx.bind(b, 0, elems, Role.BIAS, "%s '%s'" % (node.op, node.name))
+        ctx.set(node.name + ":0", axis, elems)
+
+
+def _batch_norm(ctx, node):
+    x, scale, offset, mean, var = ctx.inputs(node)[:5]
+    axis = ctx.view.channel_axis(node.name, _rank(ctx, x) or 4)
+    elems = ctx.channel_in(x, axis, node)
+    if elems is None:
+        return
+    where = "%s '%s'" % (node.op, node.name)
+    for t, role in ((scale, Role.BN_SCALE), (offset, Role.BN_OFFSET), (mean, Role.STAT), (var, Role.STAT)):
+        if ctx.shape(t) != [0]:
+            ctx.bind(t, 0, elems, role, where)
+    ctx.set(node.name + ":0", axis, elems)
+    ctx.set(node.name + ":1", 0, elems)
+    ctx.set(node.name + ":2", 0, elems)
+
+
+def _fake_quant_per_channel(ctx, node):
+    """Per-channel ranges on the last axis: bound to the channels (role ``stat``)."""
+    x, lo, hi = ctx.inputs(node)[:3]
+    inf = ctx.get(x)
+    if inf is None:
+        return
+    rank = _rank(ctx, x)
+    if inf.axis != rank - 1:
+        return ctx.opaque(node, "quantizes per channel on another axis")
+    for t in (lo, hi):
+        ctx.bind(t, 0, inf.elems, Role.STAT, "%s '%s'" % (node.op, node.name))
+    ctx.set(node.name + ":0", inf.axis, inf.elems)
+
+
+def _bind_fake_quant_per_channel(ctx, node, axis, elems, role, where):
+    """A kernel quantized per output channel: the ranges follow the kernel's last axis."""
+    x, lo, hi = ctx.inputs(node)[:3]
+    ctx.bind(x, axis, elems, role, where)
+    if axis == len(ctx.shape(x)) - 1:
+        for t in (lo, hi):
+            ctx.bind(t, 0, elems, Role.TIED if role is Role.TIED else Role.STAT, where)
+
+
+def _random_like(ctx, node):
+    """Noise or a fill shaped by ``Shape(x)`` carries x's channels (dropout masks, ones_like)."""
+    shape_node = ctx.view.nodes[node_of(ctx.inputs(node)[0])]
+    if "shape_of" in ctx.rule(shape_node).tags:
+        inf = ctx.get(ctx.inputs(shape_node)[0])
+        if inf is not None:
+            ctx.set(node.name + ":0", inf.axis, inf.elems)
+
+
+def _lrn(ctx, node):
+    ctx.opaque(node, "mixes neighbouring channels (depth_radius %s)" % ctx.view.attr(node.name, "depth_radius", 5))
+
+
+UNARY = ("Relu Relu6 Elu Selu LeakyRelu Sigmoid Tanh Softplus Softsign Neg Abs Square Sqrt Rsqrt Reciprocal "
+         "Inv Exp Expm1 Log Log1p Erf Erfc Floor Ceil Round Sign ZerosLike OnesLike Sin Cos Gelu "
+         "StopGradient PreventGradient CheckNumerics EnsureShape FakeQuantWithMinMaxArgs FakeQuantWithMinMaxVars")
+BINARY = ("Sub RealDiv Div DivNoNan MulNoNan Maximum Minimum SquaredDifference Pow FloorDiv "
+          "FloorMod Greater GreaterEqual Less LessEqual Equal NotEqual LogicalAnd LogicalOr Select SelectV2 AddN")
+
+register(UNARY, passthrough, PASS)
+register("Cast", passthrough, PASS, shape_inputs=(0,), shape_elem=follow_input0)
+register(BINARY, elementwise, ELEMENTWISE)
+register("Add AddV2", elementwise, ELEMENTWISE, tags="add")
+register("Mul", elementwise, ELEMENTWISE, tags="mul")
+register("BiasAdd BiasAddV1", _bias_add)
+register("FusedBatchNorm FusedBatchNormV2 FusedBatchNormV3", _batch_norm)
+register("FakeQuantWithMinMaxVarsPerChannel", _fake_quant_per_channel,
+         Param(ParamKind.CUSTOM, _bind_fake_quant_per_channel))
+register("RandomUniform RandomStandardNormal TruncatedNormal Fill StatelessRandomUniform StatelessRandomNormal "
+         "StatelessTruncatedNormal StatelessRandomUniformV2 StatelessRandomNormalV2 StatelessTruncatedNormalV2",
+         _random_like, SHAPE, shape_inputs=(0,))
+register("LRN", _lrn)
