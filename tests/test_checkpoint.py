@@ -13,7 +13,7 @@ import tensorflow.compat.v1 as tf
 
 import example_models
 from helpers import randomize_bn_and_biases, run_graph, session_config
-from tf1prune import allocation, checkpoint, importance, sfp, slim, spec as spec_lib
+from tf1prune import allocation, checkpoint, importance, sfp, slim, spec as spec_lib, zeros
 from tf1prune.analysis import analyze
 from tf1prune.cli import strip_checkpoint as strip_cli
 from tf1prune.errors import Tf1PruneError
@@ -365,7 +365,7 @@ def test_sfp_loop_hook_summary_and_strip(keras_trained, tmp_path):
     assert pruner.summary(keras_trained["prefix"]).failure_rate == 1.0   # the filters as they were
     free = retrain(ckpt, str(tmp_path / "free"))
     reader = tf.train.load_checkpoint(free)
-    still_zero = importance.zeroed_units(pruner.model.analysis, lambda n: reader.get_tensor(pruner.model.key(n)))
+    still_zero = zeros.zeroed_units(pruner.model.analysis, lambda n: reader.get_tensor(pruner.model.key(n)))
     assert still_zero.sum() < n_selected, "no selected filter regrew without the hook"
     held = pruner.summary(retrain(ckpt, str(tmp_path / "held"), pruner.hook(every_n_steps=1)))
     assert held.failure_rate == 0.0, str(held)

@@ -11,10 +11,10 @@ import tensorflow.compat.v1 as tf
 
 import tf1prune
 from helpers import check_slim_equals_sparse, run_graph
-from test_ops import SPECS, H, analyse, build, conv, group_of, head, var
-from tf1prune import allocation, flops, importance, rules, slim
+from test_ops import SPECS, H, analyse, build, conv, group_of, head
+from tf1prune import allocation, flops, importance, rules, slim, zeros
 from tf1prune.graph import GraphView
-from tf1prune.rules import Dim, Layer, Role
+from tf1prune.rules import Layer, Role
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -182,7 +182,7 @@ def test_importance_ranks_by_normalised_norms(chain_gd):
     units = np.array(group_of(a, "c1").units)
     assert int(np.argmax(scores[units])) != 0 and importance.unit_scores(a).shape == (a.num_units,)
     zero = {"c1_w": values("c1_w") * (np.arange(8) != 2), "c2_w": values("c2_w") * (np.arange(8) != 2)[:, None]}
-    dead = importance.zeroed_units(a, lambda n: zero.get(n, values(n)))
+    dead = zeros.zeroed_units(a, lambda n: zero.get(n, values(n)))
     assert dead.sum() == 1 and dead[units[2]]
     with pytest.raises(tf1prune.Tf1PruneError, match="unknown criterion"):
         importance.unit_scores(a, "l3")

@@ -125,7 +125,7 @@ def test_failing_and_nan_eval_fn_are_recorded(tmp_path):
     assert len(errors) == 2 and any("disk on fire" in m for m in errors) and any("nan" in m for m in errors)
     assert sum(len(v) for v in sens.results.values()) == 16
     with graph.as_default():
-        runner.prune(sparsity=0.3)            # failed points count as too sensitive, not as crashes
+        runner.prune(sparsity=0.3, best_effort=True)          # failed points count as too sensitive, not as crashes
     with pytest.raises(tf1prune.Tf1PruneError, match="baseline evaluation failed"):
         with graph.as_default():
             IterativePruningRunner("g", sess, SPECS, OUT, workspace=str(tmp_path)).ana(
@@ -218,7 +218,7 @@ def test_repeated_prune_does_not_grow_graph(tmp_path):
     with graph.as_default():
         runner = IterativePruningRunner("g", sess, SPECS, OUT, workspace=str(tmp_path))
         runner.ana(eval_fn, progress=None)
-        runner.prune(sparsity=0.3)
+        runner.prune(sparsity=0.3, best_effort=True)   # 29.4% is the closest on this model
         size = len(graph.get_operations())
         runner.prune(sparsity=0.5)
         runner.prune(threshold=0.05)

@@ -60,11 +60,14 @@ def evaluate_on(graph_def, nodes, eval_fn, patches):
 
 
 def check(value):
-    """``(float, None)`` for a finite number, else ``(None, why)``."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
+    """``(float, None)`` for a finite number (a Python or numpy scalar), else ``(None, why)``."""
+    import numbers
+    import numpy as np
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "fiu":
+        value = value.reshape(-1)[0]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
         return None, "eval_fn returned %r, not a number" % (value,)
+    value = float(value)
     if math.isnan(value) or math.isinf(value):
         return None, "eval_fn returned %r" % value
     return value, None

@@ -5,6 +5,7 @@ Example::
     order = rank_units(analysis, importance.unit_scores(analysis))
     counts = solve_sparsity(analysis, order, 0.5, divisible=8)   # per group: channels kept
 """
+import itertools
 import math
 
 import numpy as np
@@ -95,20 +96,64 @@ class MacsModel:
         return flops.total(self.layers, per_layer) if self.branched else sum(per_layer)
 
 
+TOLERANCE = 0.005   # a MACs target is met within half a point
+EXHAUSTIVE = 20000  # count combinations searched exhaustively when the bisection misses
+
+
+def _options(channels, minimum, cap, divisible):
+    """The counts a group may keep: multiples of ``divisible`` from its minimum up to ``cap``, and ``cap``."""
+    low = max(min(divisible, channels), minimum)
+    counts = set(range(-(-low // divisible) * divisible, cap + 1, divisible)) | {cap}
+    return sorted(c for c in counts if low <= c <= cap)
+
+
+def _search(macs, target, start, options, tolerance):
+    """Among the counts within ``tolerance`` of ``target`` MACs, the nearest to ``start`` (the
+    allocation's intent); when none is, the closest to the target.  Exhaustive over small
+    problems; else a line search per group (a few steps around its count) until nothing improves."""
+    def score(counts):
+        err = abs(macs(counts) - target)
+        shift = sum(abs(counts[g] - start[g]) / max(opts[-1], 1) for g, opts in options.items())
+        return (0, shift) if err <= tolerance else (1, err)
+    gids = list(options)
+    size = 1
+    for gid in gids:
+        size *= len(options[gid])
+    if size <= EXHAUSTIVE:
+        return min(({g: c for g, c in zip(gids, combo)} for combo in itertools.product(*(options[g] for g in gids))),
+                   key=score)
+    best, best_score = dict(start), score(start)
+    improved = True
+    while improved:
+        improved = False
+        for gid in gids:
+            opts = options[gid]
+            at = opts.index(best[gid]) if best[gid] in opts else 0
+            for c in opts[max(0, at - 16):at + 17]:
+                cand = {**best, gid: c}
+                cand_score = score(cand)
+                if cand_score < best_score:
+                    best, best_score, improved = cand, cand_score, True
+    return best
+
+
 def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=None):
     """Per-group kept counts whose slim MACs are closest to ``(1 - sparsity) * MACs``.
 
-    ``counts_at(t)`` maps ``t`` in [0, 1] to per-group counts, fewer as ``t``
-    grows (default: a uniform ratio ``t``); ``t`` is bisected, then single
-    groups move by one channel step while that brings the MACs closer to the
-    target.  ``cap`` bounds each group's count (channels already pruned stay so).
+    ``counts_at(t)`` maps ``t`` in [0, 1] to per-group counts, fewer as ``t`` grows (default: a
+    uniform ratio ``t``); ``t`` is bisected, then single groups move by one channel step while
+    that brings the MACs closer to the target.  When that misses the target by more than half a
+    point, the counts are searched (exhaustively for few groups) for the closest reachable point,
+    as near the bisected allocation as the target allows.  ``cap`` bounds each group's count
+    (channels already pruned stay so).
     """
     macs = MacsModel(analysis, order)
     channels = {g.id: g.channels for g in analysis.groups if g.prunable}
     cap = {gid: min(channels[gid], (cap or {}).get(gid, channels[gid])) for gid in channels}
     counts_at = counts_at or (lambda t: counts_for_ratio(analysis, t, divisible))
     capped = lambda t: {gid: max(order.minimum[gid], min(c, cap[gid])) for gid, c in counts_at(t).items()}
-    target = (1.0 - sparsity) * macs(channels)
+    full = macs(channels)
+    target = (1.0 - sparsity) * full
     lo, hi = 0.0, 1.0
     for _ in range(40):
         mid = (lo + hi) / 2
@@ -130,4 +175,41 @@ def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=N
         if err >= best_err:
             break
         best, best_err = cand, err
+    if best and best_err > TOLERANCE * full:
+        options = {gid: _options(channels[gid], order.minimum[gid], cap[gid], divisible) for gid in best}
+        best = _search(macs, target, best, options, TOLERANCE * full)
     return best
+
+
+def blocked_macs(analysis):
+    """``[(MACs, group)]`` of the unprunable groups, most first: the MACs of the layers they touch."""
+    per_group = {}
+    for layer in analysis.layers:
+        macs = flops.layer_macs(analysis, layer)
+        touched = {analysis.group_of_unit.get(int(u)) for d in layer.dims for u in np.unique(analysis.unit_of[d.elems])}
+        for gid in touched - {None}:
+            if not analysis.groups[gid].prunable:
+                per_group[gid] = per_group.get(gid, 0) + macs
+    return sorted(((m, analysis.groups[gid]) for gid, m in per_group.items()), key=lambda x: -x[0])
+
+
+def target_problem(analysis, order, counts, sparsity, cap=None):
+    """Why ``counts`` do not meet a MACs ``sparsity`` target within half a point (None when they do):
+    the closest reachable reduction, the most that can be removed, and what blocks the most MACs.
+    An incomplete MACs total (layers not counted) is a problem too."""
+    macs = MacsModel(analysis, order)
+    channels = {g.id: g.channels for g in analysis.groups if g.prunable}
+    full = macs(channels)
+    if analysis.uncounted:
+        return ("the MACs total is incomplete (%s%s), so a MACs target cannot be measured"
+                % (analysis.uncounted[0][1], " and %d more" % (len(analysis.uncounted) - 1)
+                   if len(analysis.uncounted) > 1 else ""))
+    achieved = 1.0 - macs(counts) / full if full else 0.0
+    if abs(achieved - sparsity) <= TOLERANCE:
+        return None
+    floor = {gid: max(order.minimum[gid], 1) for gid in channels}
+    most = 1.0 - macs(floor) / full if full else 0.0
+    blockers = "; ".join("group %d (%d MACs): %s" % (g.id, m, g.reason) for m, g in blocked_macs(analysis)[:3])
+    return ("cannot remove %.1f%% of the MACs: the closest reachable is %.1f%% (at most %.1f%% can be removed%s)"
+            % (100 * sparsity, 100 * achieved, 100 * most,
+               "; the most MACs are held by " + blockers if blockers else ""))

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.core.framework import variable_pb2
 
-from tf1prune import flops, importance, rules, slim
+from tf1prune import flops, importance, rules, slim, tfcompat, zeros as zeros_lib
 from tf1prune.rules import build
 from tf1prune.analysis import analyze
 from tf1prune.errors import Tf1PruneError
@@ -249,22 +249,21 @@ class CheckpointModel:
     def keep_mask(self, spec=None, zeros=False, masks=None):
         """Kept-unit mask from a spec (path or :class:`Spec`), the zeroed channels, or 0/1 masks.
 
-        ``zeros`` and ``masks`` remove the channels that are zero in *every* kernel slice, the
-        producing filters and the next layers' inputs, as masked training leaves them (the removal
-        is then exact).  After soft filter pruning, use :meth:`SoftFilterPruner.strip`."""
+        ``zeros`` and ``masks`` remove the channels whose contribution is provably zero (see
+        :mod:`tf1prune.zeros`): read with zero weights by every consumer, or produced by zero
+        filters through zero offsets, as masked training or network slimming leaves them.  The
+        removal is then exact, and every layer keeps a channel.  After soft filter pruning, use
+        :meth:`SoftFilterPruner.strip`."""
         if sum(x is not None and x is not False for x in (spec, masks, zeros or None)) != 1:
             raise Tf1PruneError("give exactly one of spec, zeros or masks")
         if spec is not None:
             return (Spec.load(spec) if isinstance(spec, str) else spec).keep_mask(self.analysis)
-        if zeros:
-            return ~importance.zeroed_units(self.analysis, self.value)
-        for name, mask in masks.items():
-            if name not in self.analysis.bindings:
-                raise Tf1PruneError("mask for %r, which holds no prunable channels" % name)
-            if list(np.shape(mask)) != self.var_shape(name):
-                raise Tf1PruneError("mask for %r has shape %s, the variable %s"
-                                    % (name, list(np.shape(mask)), self.var_shape(name)))
-        return ~importance.zeroed_units(self.analysis, masks=masks)
+        return self.zero_channels(masks).keep
+
+    def zero_channels(self, masks=None):
+        """The :class:`~tf1prune.zeros.ZeroChannels` of this checkpoint (or of 0/1 ``masks``)."""
+        values = self.value if masks is None else zeros_lib.mask_values(self.analysis, masks, self.var_shape)
+        return zeros_lib.find_zero_channels(self.analysis, values)
 
     def check_left_out(self, keep):
         """Refuse to cut a layer off the slim graph while its weights read pruned channels (a second
@@ -361,12 +360,12 @@ def _slim_meta_graph(model, plan):
     missing = sorted({d for d in dest if d not in model.nodes})
     if missing:
         raise Tf1PruneError("the meta graph's variable collections name missing nodes: %s" % missing[:3])
-    graph_def = tf.graph_util.extract_sub_graph(model.meta.graph_def, dest)
+    graph_def = tfcompat.extract_sub_graph(model.meta.graph_def, dest)
     tied = {var: master for var, master in model.tied_variables.items() if var in variables}
     slim.shrink(graph_def, plan, aliases=tied)
     new_values = _gather_initial_values(graph_def, model, variables, plan, tied)
-    slim.drop_stale_shapes(graph_def)
     slim.strip_unused_functions(graph_def)
+    slim.update_shape_hints(graph_def, plan, infer=False)
     custom = [n for n in graph_def.node if "_gradient_op_type" in n.attr]
     for node in custom:
         del node.attr["_gradient_op_type"]
@@ -459,7 +458,8 @@ def staged_checkpoint(output_dir, basename, extra=()):
         state = tf.train.get_checkpoint_state(output_dir)
         others = [p for p in (state.all_model_checkpoint_paths if state else [])
                   if os.path.basename(p) != basename]
-        tf.train.update_checkpoint_state(output_dir, basename, all_model_checkpoint_paths=others + [basename])
+        with tfcompat.quiet_deprecations():
+            tf.train.update_checkpoint_state(output_dir, basename, all_model_checkpoint_paths=others + [basename])
         done = True
     except OSError as e:
         raise Tf1PruneError("cannot write to %r: %s" % (output_dir, e.strerror or e))
@@ -480,8 +480,7 @@ def freeze(meta_graph, prefix, output_node_names):
         with tf.Session(graph=graph) as sess:
             if saver is not None:
                 saver.restore(sess, prefix)
-            frozen = tf.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(),
-                                                                  list(output_node_names))
+            frozen = tfcompat.freeze_session(sess, graph.as_graph_def(), output_node_names)
     return slim.strip_unused_functions(frozen)
 
 

@@ -37,6 +37,7 @@ def parse_input_specs(text):
                           for d in shape_text.split(","))
         except ValueError:
             raise Tf1PruneError("bad input spec %r: dimensions must be integers" % item)
+        _check_dims(item, shape)
         try:
             tf.as_dtype(dtype)
         except TypeError:
@@ -45,16 +46,31 @@ def parse_input_specs(text):
     return specs
 
 
+def _check_dims(what, shape):
+    """Dimensions are positive integers, or None (unknown)."""
+    for d in shape:
+        if d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1):
+            raise Tf1PruneError("bad input spec %r: dimension %r must be a positive integer (or -1, ?, None "
+                                "for unknown)" % (what, d))
+
+
 def normalize_input_specs(input_specs):
-    """Accept ``{name: tf.TensorSpec | (shape, dtype) | shape}``."""
+    """Accept ``{name: tf.TensorSpec | (shape, dtype) | shape}``; dimensions of -1 are unknown."""
     out = {}
+    if input_specs is not None and not isinstance(input_specs, dict):
+        raise Tf1PruneError("input specs must be a dict of input name -> shape, got %r" % (input_specs,))
     for name, spec in (input_specs or {}).items():
-        if hasattr(spec, "shape") and hasattr(spec, "dtype"):
-            shape, dtype = tuple(spec.shape.as_list()), tf.as_dtype(spec.dtype).name
-        elif isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[1], int) and spec[1] is not None:
-            shape, dtype = tuple(spec[0]), tf.as_dtype(spec[1]).name
-        else:
-            shape, dtype = tuple(spec), "float32"
+        try:
+            if hasattr(spec, "shape") and hasattr(spec, "dtype"):
+                shape, dtype = tuple(spec.shape.as_list()), tf.as_dtype(spec.dtype).name
+            elif isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[1], int) and spec[1] is not None:
+                shape, dtype = tuple(spec[0]), tf.as_dtype(spec[1]).name
+            else:
+                shape, dtype = tuple(spec), "float32"
+        except (TypeError, ValueError) as e:
+            raise Tf1PruneError("bad input spec for %r: %s" % (name, e))
+        shape = tuple(None if d is not None and not isinstance(d, bool) and d == -1 else d for d in shape)
+        _check_dims("%s=%s" % (name, list(shape)), shape)
         out[tensor_name(name)] = (shape, dtype)
     return out
 
@@ -82,6 +98,10 @@ class GraphView:
             node = self.nodes.get(node_of(name))
             if node is None:
                 raise Tf1PruneError("input %r is not in the graph" % name)
+            if not rules.is_input(node.op):
+                raise Tf1PruneError("input %r is not a placeholder but a %s: give the graph's inputs" % (name, node.op))
+            if output_index(name) != 0:
+                raise Tf1PruneError("input %r: a placeholder has one output, %s:0" % (name, node_of(name)))
         self.consumers = {name: [] for name in self.nodes}
         for node in graph_def.node:
             for i, ref in enumerate(node.input):
@@ -90,6 +110,11 @@ class GraphView:
         self._check_inputs = check_inputs
         self.order = self._topological_order()
         self.tf_graph = self._import(batch_size)
+        for name in self.output_node_names:
+            if ":" in name and not name.split(":", 1)[1].isdigit():
+                raise Tf1PruneError("output %r: expected a node name or node:index" % name)
+            if ":" in name and output_index(name) >= self.num_outputs(name):
+                raise Tf1PruneError("output %r: node %r has %d output(s)" % (name, node_of(name), self.num_outputs(name)))
 
     def _shaped_graph_def(self, batch_size):
         graph_def = copy.deepcopy(self.graph_def)
@@ -140,10 +165,12 @@ class GraphView:
                 return graph
 
     def _fill_call_shapes(self, graph_def, graph):
+        """Output shapes of If/PartitionedCall ops from their bodies, and of While loops from the
+        shapes their body keeps (the most specific ones compatible with every iteration)."""
         changed = False
         for node in graph_def.node:
             call = rules.call_spec(node.op)
-            if call is None or call.loop or "output_shapes" not in node.attr or node.name not in self.reachable:
+            if call is None or "output_shapes" not in node.attr or node.name not in self.reachable:
                 continue
             op = graph.get_operation_by_name(node.name)
             if all(t.shape.is_fully_defined() for t in op.outputs):
@@ -152,17 +179,38 @@ class GraphView:
                               for t in op.inputs[call.first_arg:])
             if None in in_shapes:
                 continue
-            shapes = None
-            for attr in call.branches:
-                body = self.function_body(node.name, attr, in_shapes)
-                out = [tf.TensorShape(s) for s in body.output_shapes]
-                shapes = out if shapes is None else [a.most_specific_compatible_shape(b) for a, b in zip(shapes, out)]
-            if [s.as_proto() for s in shapes] == list(node.attr["output_shapes"].list.shape):
+            shapes = self._loop_shapes(node.name, call, in_shapes) if call.loop else \
+                self._branch_shapes(node.name, call, in_shapes)
+            if shapes is None or [s.as_proto() for s in shapes] == list(node.attr["output_shapes"].list.shape):
                 continue
             del node.attr["output_shapes"].list.shape[:]
             node.attr["output_shapes"].list.shape.extend([s.as_proto() for s in shapes])
             changed = True
         return changed
+
+    def _branch_shapes(self, name, call, in_shapes):
+        shapes = None
+        for attr in call.branches:
+            out = [tf.TensorShape(s) for s in self.function_body(name, attr, in_shapes).output_shapes]
+            shapes = out if shapes is None else [a.most_specific_compatible_shape(b) for a, b in zip(shapes, out)]
+        return shapes
+
+    def _loop_shapes(self, name, call, in_shapes, limit=4):
+        """Loop variables' shapes: generalised until the body keeps them."""
+        shapes = [tf.TensorShape(s) for s in in_shapes]
+        for _ in range(limit):
+            key = tuple(tuple(s.as_list()) if s.dims is not None else None for s in shapes)
+            if None in key:
+                return None
+            out = [tf.TensorShape(s) for s in self.function_body(name, call.branches[0], key).output_shapes]
+            if len(out) != len(shapes):
+                return None
+            general = [a.most_specific_compatible_shape(b) for a, b in zip(shapes, out)]
+            if [g.as_list() if g.dims is not None else None for g in general] == \
+                    [s.as_list() if s.dims is not None else None for s in shapes]:
+                return shapes
+            shapes = general
+        return None
 
     def function_body(self, name, attr, in_shapes=None):
         """The branch ``attr`` of call op ``name`` as a GraphDef, for the current input shapes."""

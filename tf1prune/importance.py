@@ -59,26 +59,3 @@ def unit_scores(analysis, criterion="l1", values=None):
             if g_count[units].all():
                 scores[units] = g_total[units] / g_count[units]
     return scores
-
-
-def zeroed_units(analysis, values=None, masks=None):
-    """Prunable units whose every kernel slice is zero in ``values`` (param name -> array; default:
-    the graph's constants), or in 0/1 ``masks`` (param name -> array; unnamed params are all ones)."""
-    if masks is not None:
-        values = lambda n: masks[n] if n in masks else np.ones(analysis.view.shape(n + ":0"))  # noqa: E731
-    values = values or const_values(analysis)
-    zero = np.ones(analysis.num_units, bool)
-    seen = np.zeros(analysis.num_units, bool)
-    for name, axes in analysis.bindings.items():
-        for axis, b in axes.items():
-            if b.role in KERNEL:
-                w = np.abs(np.asarray(values(name)))
-                nonzero = w.sum(axis=tuple(a for a in range(w.ndim) if a != axis)) != 0
-                units = analysis.unit_of[b.elems]
-                np.logical_and.at(zero, units, ~nonzero)
-                seen[units] = True
-    prunable = np.zeros(analysis.num_units, bool)
-    for g in analysis.groups:
-        if g.prunable:
-            prunable[g.units] = True
-    return zero & seen & prunable

@@ -43,7 +43,9 @@ class MaskSet:
             self.masks = {name: tf.Variable(tf.ones(v.shape, v.dtype.base_dtype), trainable=False,
                                             collections=[COLLECTION], name=name.replace("/", "_"))
                           for name, v in self.variables.items()}
-            self._init_op = tf.variables_initializer(list(self.masks.values()))
+            self._feeds = {name: tf.placeholder(m.dtype.base_dtype, m.shape, name=m.op.name.split("/")[-1] + "_value")
+                           for name, m in self.masks.items()}
+            self._load_op = tf.group(*[m.assign(self._feeds[name]).op for name, m in self.masks.items()])
             self.apply_op = self._apply(list(self.variables))
         self._values = {}
 
@@ -71,11 +73,11 @@ class MaskSet:
 
     def load(self, sess, values):
         """Set the masks (variables not named keep all ones) and zero the masked weights now."""
-        sess.run(self._init_op)
+        feeds = {}
         for name, mask in self.masks.items():
             value = np.asarray(values.get(name, np.ones(mask.shape.as_list())), mask.dtype.as_numpy_dtype)
-            mask.load(value, sess)
-            self._values[name] = value
+            feeds[self._feeds[name]] = self._values[name] = value
+        sess.run(self._load_op, feeds)
         sess.run(self.apply_op)
 
     def values(self):

@@ -12,12 +12,14 @@ Example::
 The session's graph is frozen (``convert_variables_to_constants``) and analysed;
 a frozen constant carries its variable's name, so bindings map to variables.
 """
+import numbers
 import os
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 from tf1prune import allocation, flops, importance, masks as masks_lib, sensitivity, slim, spec as spec_lib
+from tf1prune import tfcompat, zeros as zeros_lib
 from tf1prune.analysis import analyze
 from tf1prune.errors import Tf1PruneError
 from tf1prune.files import atomic_write
@@ -66,8 +68,7 @@ class IterativePruningRunner:
     # --- graph ------------------------------------------------------------
     def frozen_graph_def(self):
         """The session's graph frozen as it is now (same shapes, current weights)."""
-        return tf.graph_util.convert_variables_to_constants(
-            self.sess, self.sess.graph.as_graph_def(), self.output_node_names)
+        return tfcompat.freeze_session(self.sess, self.sess.graph.as_graph_def(), self.output_node_names)
 
     def _refresh(self):
         """Freeze the session as it is now and analyse it."""
@@ -107,7 +108,8 @@ class IterativePruningRunner:
         return allocation.rank_units(analysis, scores, pruned)
 
     # --- prune ------------------------------------------------------------
-    def prune(self, sparsity=None, threshold=None, max_attemp=10, max_attempt=None, strategy="sensitivity"):
+    def prune(self, sparsity=None, threshold=None, max_attemp=10, max_attempt=None, strategy="sensitivity",
+              best_effort=False):
         """Prune in place to a MACs ``sparsity`` or a relative metric-drop ``threshold``.
 
         ``sparsity`` wins over ``threshold``.  ``strategy="sensitivity"`` (default) prunes the
@@ -116,13 +118,18 @@ class IterativePruningRunner:
         compatibility: the MACs target is solved on an exact model of the slim graph, no retries.
         Returns ``(shape_tensors, masks)``: node name -> NodeDef of the slim graph's rewritten
         shape nodes, and variable name -> 0/1 mask.  Channels pruned earlier stay pruned.
+
+        A ``sparsity`` target missed by more than half a point (too little is prunable, channel
+        steps too coarse, channels already pruned further, an incomplete MACs total) raises a
+        ``Tf1PruneError`` that gives the closest reachable figure; with ``best_effort`` the closest
+        is applied and a warning logged.
         """
         if sparsity is None and threshold is None:
             raise Tf1PruneError("prune() needs sparsity or threshold")
-        if sparsity is not None and not 0 < sparsity < 1:
-            raise Tf1PruneError("sparsity must be in (0, 1), got %r" % sparsity)
-        if sparsity is None and not 0 <= threshold <= 1:
-            raise Tf1PruneError("threshold must be in [0, 1], got %r" % threshold)
+        if sparsity is not None:
+            sparsity = spec_lib.check_fraction("sparsity", sparsity)
+        elif isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
+            raise Tf1PruneError("threshold must be a number in [0, 1], got %r" % (threshold,))
         if strategy not in ("sensitivity", "uniform") or (strategy == "uniform" and sparsity is None):
             raise Tf1PruneError("strategy must be 'sensitivity', or 'uniform' with a sparsity")
         analysis = self._refresh()
@@ -132,8 +139,13 @@ class IterativePruningRunner:
         cap = {g["id"]: len(g["keep"]) for g in self.spec.groups} if self.spec is not None else None
         if sparsity is not None:
             counts = allocation.solve_sparsity(analysis, order, sparsity, self.channel_divisible,
-                                             sens and _sensitivity_counts(analysis, sens, self.channel_divisible),
-                                             cap)
+                                               sens and _sensitivity_counts(analysis, sens, self.channel_divisible),
+                                               cap)
+            problem = allocation.target_problem(analysis, order, counts, sparsity, cap)
+            if problem and not best_effort:
+                raise Tf1PruneError(problem + " (prune(..., best_effort=True) accepts the closest)")
+            if problem:
+                tf.logging.warning("prune: %s", problem)
             tag = "sparsity_%g" % sparsity
         else:
             counts = _threshold_counts(analysis, sens, threshold, self.channel_divisible)
@@ -181,7 +193,7 @@ class IterativePruningRunner:
                 spec = spec_lib.Spec.load(path)
                 if spec.digest == self.analysis.digest():
                     return spec
-        pruned = zeroed_units(self.analysis)
+        pruned = zeros_lib.zeroed_units(self.analysis, importance.const_values(self.analysis))
         if not pruned.any():
             return None
         order = self._order(self.analysis, pruned)
@@ -195,8 +207,11 @@ class IterativePruningRunner:
         if self.spec is None:
             raise Tf1PruneError("nothing is pruned: call prune() first")
         keep = self.spec.keep_mask(analysis)
-        if masks:
-            keep &= ~zeroed_units(analysis, masks)
+        if masks is not None:   # (variable -> 0/1), as prune() returned them: their zero channels go too
+            shape_of = lambda n: self.variables[n].shape.as_list() if n in self.variables \
+                else analysis.view.shape(n + ":0")  # noqa: E731
+            values = zeros_lib.mask_values(analysis, masks, shape_of)
+            keep = zeros_lib.keep_segments(analysis, keep & zeros_lib.find_zero_channels(analysis, values).keep)
         return slim.apply_slim(analysis.plan(keep))
 
     def _masks(self):
@@ -217,12 +232,6 @@ class IterativePruningRunner:
         """MACs/params before and after the current spec."""
         keep = self.spec.keep_mask(self.analysis) if self.spec is not None else None
         return flops.count(self.analysis), flops.count(self.analysis, keep)
-
-
-def zeroed_units(analysis, masks=None):
-    """Prunable units whose every kernel slice is zero: in ``masks`` (variable -> 0/1) if given,
-    else in the graph's constants."""
-    return importance.zeroed_units(analysis, masks=masks)
 
 
 def _higher(path):

@@ -5,8 +5,8 @@
   constant (``act(0)``), but every layer that reads it has zero weights for it, so
   ``slim(x) == sparse(x)`` exactly (up to float summation order).
 - :func:`slim_graph_def`: the channels are really gone: every bound constant is sliced, shape
-  constants are rewritten, ``Split`` on channels becomes ``SplitV``, stale ``_output_shapes`` are
-  dropped, and the result is re-imported so that TensorFlow checks every shape.
+  constants are rewritten, ``Split`` on channels becomes ``SplitV``, recorded shapes get the new
+  channel counts, and the result is re-imported so that TensorFlow checks every shape.
 
 Example::
 
@@ -14,8 +14,9 @@ Example::
     slim_gd = tf1prune.slim_graph_def(graph_def, "model.spec", input_specs, ["logits"])
     slim_gd = tf1prune.slim_graph_def(graph_def, sparsity=0.5, input_specs=specs, output_node_names=["logits"])
 """
-import copy
 import numbers
+
+import tensorflow.compat.v1 as tf
 
 from tf1prune import rules
 from tf1prune.errors import Tf1PruneError
@@ -29,9 +30,28 @@ def _check_frozen(analysis, nodes):
             raise Tf1PruneError("parameter %r is a variable (%s): freeze the graph first" % (name, nodes[name].op))
 
 
+def unneeded_nodes(analysis):
+    """Nodes of the analysed graph that its output nodes do not need (left out of slim graphs), the
+    unlisted heads (nodes nothing reads) first."""
+    left = [n.name for n in analysis.view.graph_def.node if n.name not in analysis.view.reachable]
+    return sorted(left, key=lambda name: bool(analysis.view.consumers[name]))
+
+
+def _needed_graph(analysis):
+    """A copy of the analysed graph with only what its output nodes need (as ``extract_sub_graph``
+    keeps): a head that is not listed cannot read pruned channels unsliced."""
+    source = analysis.view.graph_def
+    graph_def = tf.GraphDef()
+    graph_def.versions.CopyFrom(source.versions)
+    graph_def.library.CopyFrom(source.library)
+    graph_def.node.extend(n for n in source.node if n.name in analysis.view.reachable)
+    return graph_def
+
+
 def apply_sparse(plan):
-    """The sparse GraphDef of ``plan`` (a frozen graph's): pruned weights zeroed, shapes unchanged."""
-    graph_def = copy.deepcopy(plan.analysis.view.graph_def)
+    """The sparse GraphDef of ``plan`` (a frozen graph's): pruned weights zeroed, shapes unchanged.
+    Like the slim graph, it holds only what the output nodes need."""
+    graph_def = _needed_graph(plan.analysis)
     nodes = {n.name: n for n in graph_def.node}
     _check_frozen(plan.analysis, nodes)
     for name in plan.changed(ZEROED):
@@ -40,13 +60,14 @@ def apply_sparse(plan):
 
 
 def apply_slim(plan, validate=True):
-    """The slim GraphDef of ``plan``; raises if TensorFlow rejects a shape."""
+    """The slim GraphDef of ``plan``, with only what the output nodes need (see :func:`unneeded_nodes`);
+    raises if TensorFlow rejects a shape."""
     analysis = plan.analysis
-    graph_def = copy.deepcopy(analysis.view.graph_def)
+    graph_def = _needed_graph(analysis)
     _check_frozen(analysis, {n.name: n for n in graph_def.node})
     shrink(graph_def, plan)
-    drop_stale_shapes(graph_def)
     strip_unused_functions(graph_def)
+    update_shape_hints(graph_def, plan)
     if validate:
         try:
             GraphView(graph_def, analysis.view.input_specs, analysis.view.output_node_names)
@@ -99,18 +120,66 @@ def strip_unused_functions(graph_def):
     return graph_def
 
 
-def drop_stale_shapes(graph_def):
-    """Remove recorded shapes (node, call-op and function-argument shape hints)."""
+def _set_channels(shape, info, plan):
+    """Shape proto ``shape`` of a tensor carrying ``info``: its channel dim becomes the kept count."""
+    if info is None or shape.unknown_rank or info.axis >= len(shape.dim) or shape.dim[info.axis].size < 0:
+        return
+    shape.dim[info.axis].size = int(plan.analysis.kept_positions(info.elems, plan.keep).sum())
+
+
+def _call_hints(graph_def, plan):
+    """``output_shapes`` of call ops and the argument shape hints of the functions they call."""
+    analysis = plan.analysis
+    functions = {f.signature.name: f for f in graph_def.library.function}
+    rewritten = {}   # (function, arg) -> count set by an earlier call site
     for node in graph_def.node:
-        node.attr.pop("_output_shapes", None)
-        if "output_shapes" in node.attr and node.attr["output_shapes"].WhichOneof("value") == "list":
-            del node.attr["output_shapes"].list.shape[:]
+        call = rules.call_spec(node.op)
+        if call is None or node.name not in analysis.view.nodes:
+            continue
+        if "output_shapes" in node.attr:
+            for i, shape in enumerate(node.attr["output_shapes"].list.shape):
+                _set_channels(shape, analysis.tensor_info("%s:%d" % (node.name, i)), plan)
+        args = analysis.view.data_inputs(node.name)[call.first_arg:]
+        for attr in call.branches:
+            function = functions.get(node.attr[attr].func.name)
+            for j, arg in enumerate(args):
+                hint = function.arg_attr[j].attr.get("_output_shapes") if function is not None \
+                    and j in function.arg_attr else None
+                if hint is None or not hint.list.shape:
+                    continue
+                shape = hint.list.shape[0]
+                before = [d.size for d in shape.dim]
+                _set_channels(shape, analysis.tensor_info(arg), plan)
+                key = (function.signature.name, j)
+                if rewritten.setdefault(key, [d.size for d in shape.dim]) != [d.size for d in shape.dim]:
+                    for d, old in zip(shape.dim, before):   # call sites of other widths: unknown
+                        if d.size != old:
+                            d.size = -1
+
+
+def update_shape_hints(graph_def, plan, infer=True):
+    """Recorded shapes get the kept channel counts: the ``output_shapes`` of call ops (If, While) and
+    the argument hints of their functions from the analysis; ``_output_shapes`` of the graph's nodes
+    from TensorFlow's shape inference of the result (``infer``; else they are dropped).  Hints
+    inside function bodies, which the analysis does not follow, are dropped."""
+    _call_hints(graph_def, plan)
     for function in graph_def.library.function:
         function.attr.pop("_input_shapes", None)
-        for arg_attr in function.arg_attr.values():
-            arg_attr.attr.pop("_output_shapes", None)
         for node in function.node_def:
             node.attr.pop("_output_shapes", None)
+    hinted = [n for n in graph_def.node if "_output_shapes" in n.attr]
+    if not hinted:
+        return graph_def
+    if infer:
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.import_graph_def(graph_def, name="")
+    for node in hinted:
+        del node.attr["_output_shapes"]
+        if infer:
+            shapes = [t.shape.as_proto() for t in graph.get_operation_by_name(node.name).outputs]
+            node.attr["_output_shapes"].list.shape.extend(shapes)
+    return graph_def
 
 
 # --- the public pure functions ---------------------------------------------------------------

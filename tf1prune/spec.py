@@ -7,15 +7,22 @@ Example::
     keep = Spec.load('model.spec').keep_mask(analysis)
 """
 import json
+import math
+import numbers
 
 import numpy as np
 
 from tf1prune import importance
-from tf1prune.allocation import counts_for_ratio, keep_count, rank_units, solve_sparsity
+from tf1prune.allocation import counts_for_ratio, keep_count, rank_units, solve_sparsity, target_problem
 from tf1prune.errors import Tf1PruneError
 from tf1prune.files import atomic_write
 
 FORMAT = "tf1prune-spec"
+VERSION = 1
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 class Spec:
@@ -29,13 +36,14 @@ class Spec:
     """
 
     def __init__(self, digest, groups, criterion="l1", channel_divisible=1):
+        self.warning = None   # set by make_spec(best_effort=True) when the target is missed
         self.digest = digest
         self.groups = groups  # list of {"id", "nodes", "channels", "ratio", "keep"}
         self.criterion = criterion
         self.channel_divisible = channel_divisible
 
     def to_dict(self):
-        return {"format": FORMAT, "version": 1, "graph_digest": self.digest, "criterion": self.criterion,
+        return {"format": FORMAT, "version": VERSION, "graph_digest": self.digest, "criterion": self.criterion,
                 "channel_divisible": self.channel_divisible, "groups": self.groups}
 
     def save(self, path):
@@ -46,8 +54,12 @@ class Spec:
         try:
             if data.get("format") != FORMAT:
                 raise ValueError("not a tf1prune spec")
+            if data.get("version", VERSION) != VERSION:
+                raise ValueError("unsupported version %r (this tf1prune reads version %d)" % (data.get("version"), VERSION))
             groups = []
             for g in data["groups"]:
+                if not all(_is_int(i) for i in g["keep"]) or not _is_int(g["channels"]) or not _is_int(g["id"]):
+                    raise ValueError("group %r: ids, channels and kept indices must be integers" % g.get("id"))
                 keep = [int(i) for i in g["keep"]]
                 channels = int(g["channels"])
                 if not keep or len(set(keep)) != len(keep) or min(keep) < 0 or max(keep) >= channels:
@@ -77,14 +89,19 @@ class Spec:
                                 % (self.digest, analysis.digest()))
         keep = analysis.full_keep()
         for g in self.groups:
-            if g["id"] >= len(analysis.groups) or analysis.groups[g["id"]].nodes != g["nodes"]:
+            if not 0 <= g["id"] < len(analysis.groups) or analysis.groups[g["id"]].nodes != g["nodes"]:
                 raise Tf1PruneError("spec group %s does not match the graph" % g["id"])
             group = analysis.groups[g["id"]]
+            if g["channels"] != group.channels:
+                raise Tf1PruneError("spec group %s has %d channels, the graph's has %d"
+                                    % (g["id"], g["channels"], group.channels))
             if not group.prunable and len(g["keep"]) < group.channels:
                 raise Tf1PruneError("spec prunes group %s, which is not prunable: %s" % (g["id"], group.reason))
             units = np.array(group.units)
             keep[units] = False
             keep[units[g["keep"]]] = True
+            if any(not keep[segment].any() for segment in analysis.segments.get(group.id, ())):
+                raise Tf1PruneError("spec group %s leaves a layer or split part without channels" % g["id"])
         return keep
 
     def ratios(self):
@@ -105,13 +122,25 @@ def spec_from_counts(analysis, order, counts, criterion="l1", channel_divisible=
     return Spec(analysis.digest(), groups, criterion, channel_divisible)
 
 
+def check_fraction(name, value, low_open=True):
+    """``value`` as a float in (0, 1) ([0, 1) when not ``low_open``), or a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise Tf1PruneError("%s must be a number, got %r" % (name, value))
+    if not (0 < value < 1 if low_open else 0 <= value < 1):
+        raise Tf1PruneError("%s must be in %s0, 1), got %r" % (name, "(" if low_open else "[", value))
+    return float(value)
+
+
 def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", channel_divisible=1,
-              values=None):
+              values=None, best_effort=False):
     """Spec from a uniform ``ratio``, a MACs ``sparsity`` target or per-group ``ratios``.
 
     Channels are ranked by ``criterion`` (``l1``, ``l2``, ``bn_gamma``; see :mod:`tf1prune.importance`,
     ``values`` maps a parameter name to its value, default: the graph's constants); kept counts are
-    multiples of ``channel_divisible``.
+    multiples of ``channel_divisible``.  A ``sparsity`` target that cannot be met within half a
+    point (too little is prunable, the channel steps are too coarse, or the MACs total is
+    incomplete) is an error; with ``best_effort`` the closest spec is returned and its
+    ``warning`` says by how much it misses.
 
     Example::
 
@@ -120,15 +149,19 @@ def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", 
     """
     if sum(x is not None for x in (ratio, sparsity, ratios)) != 1:
         raise Tf1PruneError("give exactly one of ratio, sparsity or ratios")
-    for name, x in (("ratio", ratio), ("sparsity", sparsity)):
-        if x is not None and not 0 < x < 1:
-            raise Tf1PruneError("%s must be in (0, 1), got %r" % (name, x))
-    if channel_divisible < 1:
-        raise Tf1PruneError("channel_divisible must be >= 1")
+    ratio = None if ratio is None else check_fraction("ratio", ratio)
+    sparsity = None if sparsity is None else check_fraction("sparsity", sparsity)
+    if isinstance(channel_divisible, bool) or not isinstance(channel_divisible, numbers.Integral) \
+            or channel_divisible < 1:
+        raise Tf1PruneError("channel_divisible must be a positive integer, got %r" % (channel_divisible,))
     scores = importance.unit_scores(analysis, criterion, values)
     order = rank_units(analysis, scores)
+    warning = None
     if sparsity is not None:
         counts = solve_sparsity(analysis, order, sparsity, channel_divisible)
+        warning = target_problem(analysis, order, counts, sparsity)
+        if warning and not best_effort:
+            raise Tf1PruneError(warning + " (best effort accepts the closest)")
     elif ratio is not None:
         counts = counts_for_ratio(analysis, ratio, channel_divisible)
     else:
@@ -138,5 +171,8 @@ def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", 
             if r and not g.prunable:
                 raise Tf1PruneError("group %d is not prunable: %s" % (g.id, g.reason))
             if g.prunable:
-                counts[g.id] = keep_count(g.channels, r, channel_divisible)
-    return spec_from_counts(analysis, order, counts, criterion, channel_divisible)
+                counts[g.id] = keep_count(g.channels, check_fraction("ratio of group %d" % g.id, r, False),
+                                          channel_divisible)
+    spec = spec_from_counts(analysis, order, counts, criterion, channel_divisible)
+    spec.warning = warning
+    return spec

@@ -21,6 +21,8 @@ flags.DEFINE_enum("criterion", "l1", importance.CRITERIA, "Channel importance cr
 flags.DEFINE_integer("channel_divisible", 1, "Kept channels per group are a multiple of this.", lower_bound=1)
 flags.DEFINE_string("sparse_graph", None, "Also write the same-shape graph with the pruned channels zeroed.")
 flags.DEFINE_string("output_spec", None, "Also write the spec that was applied (JSON).")
+flags.DEFINE_bool("best_effort", False, "Write the closest graph when the target cannot be met (with a warning), "
+                  "and an unpruned graph when nothing is prunable.")
 
 
 def _check_args():
@@ -63,7 +65,7 @@ def _write_all(outputs):
 @cli.tool(required=("input_graph", "output_graph", "output_node_names"))
 def main():
     """Prune --input_graph, write the outputs and print the measured MACs/params."""
-    from tf1prune import flops, slim
+    from tf1prune import allocation, flops, slim
     from tf1prune.files import save_graph_def
     from tf1prune.spec import Spec, make_spec
     _check_args()
@@ -72,8 +74,13 @@ def main():
         spec = Spec.load(FLAGS.spec)
     else:
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
-                         channel_divisible=FLAGS.channel_divisible)
+                         channel_divisible=FLAGS.channel_divisible, best_effort=FLAGS.best_effort)
     plan = analysis.plan(spec)
+    if not plan.pruned and not FLAGS.best_effort:
+        blockers = "; ".join("group %d (%d MACs): %s" % (g.id, m, g.reason)
+                             for m, g in allocation.blocked_macs(analysis)[:3])
+        raise Tf1PruneError("no channel would be removed%s (--best_effort writes the graph anyway)"
+                            % (": the most MACs are held by " + blockers if blockers else ""))
     outputs = [("slim graph", FLAGS.output_graph, functools.partial(save_graph_def, slim.apply_slim(plan)))]
     if FLAGS.sparse_graph:
         outputs.append(("sparse graph", FLAGS.sparse_graph,
@@ -81,15 +88,23 @@ def main():
     if FLAGS.output_spec:
         outputs.append(("spec", FLAGS.output_spec, spec.save))
     _write_all(outputs)
+    unneeded = slim.unneeded_nodes(analysis)
+    if unneeded:
+        print("left out %d nodes the output nodes do not need (e.g. '%s')" % (len(unneeded), unneeded[0]))
+    if getattr(spec, "warning", None):
+        print("warning: %s" % spec.warning)
     before = flops.count(analysis)
     after = flops.count(cli.load_and_analyze(FLAGS.output_graph))
     pruned = [g for g in spec.groups if len(g["keep"]) < g["channels"]]
     print("pruned groups: %d of %d prunable; channels %d -> %d" % (
         len(pruned), len(spec.groups), sum(g["channels"] for g in spec.groups),
         sum(len(g["keep"]) for g in spec.groups)))
-    print("MACs:   %d -> %d" % (before.macs, after.macs))
+    counted = "" if before.complete else " (counted layers only; not counted: %s)" % "; ".join(
+        why for _, why in before.uncounted)
+    print("MACs:   %d -> %d%s" % (before.macs, after.macs, counted))
     print("params: %d -> %d" % (before.params, after.params))
-    print("MACs reduction: %.2f%%" % (100.0 * (1 - after.macs / before.macs) if before.macs else 0.0))
+    print("MACs reduction: %.2f%%%s" % (100.0 * (1 - after.macs / before.macs) if before.macs else 0.0,
+                                        "" if before.complete else " of the counted MACs"))
 
 
 def run():

@@ -32,7 +32,15 @@ def main():
     model = checkpoint.CheckpointModel(FLAGS.input_meta_graph, FLAGS.input_checkpoint,
                                        cli.names(FLAGS.output_node_names) or None,
                                        cli.input_specs(), cli.names(FLAGS.excludes))
-    keep = model.keep_mask(spec=FLAGS.spec or None, zeros=FLAGS.zeros)
+    if FLAGS.zeros:
+        found = model.zero_channels()
+        keep = found.keep
+        if found.groups:
+            print(found.report())
+        if not found.removed:
+            print("warning: no channel is provably zero: nothing is removed")
+    else:
+        keep = model.keep_mask(spec=FLAGS.spec)
     result = checkpoint.strip_checkpoint(model, keep, FLAGS.output_dir, FLAGS.output_graph)
     removed = int((~keep).sum())
     print("checkpoint:    %s" % result.checkpoint)

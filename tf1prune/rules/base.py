@@ -11,6 +11,9 @@ A :class:`Rule` holds everything tf1prune knows about one op type:
   that the op computes is traced back to a constant to rewrite or a dimension of a channel tensor;
 - ``layer``: a :class:`LayerSpec` for conv/dense-like ops (kernel axes, filter axis, MACs);
 - ``call``: a :class:`CallSpec` for ops that run library functions (If, PartitionedCall);
+- ``zero(node, params)``: whether the op maps a zero channel to zero (``params``: input index ->
+  that parameter input's value at the channel, None when it is computed): None when it does, else
+  the reason; :func:`keeps_zero` for ops that always do (ReLU, pooling, reshapes);
 - ``tags``: plain facts other modules ask about (``variable``, ``read``, ``write``...).
 
 Nothing outside :mod:`tf1prune.rules` compares op type names.
@@ -84,8 +87,9 @@ class Rule:
     """Everything tf1prune knows about one op type (see the module docstring)."""
 
     def __init__(self, forward=None, param=None, shape_inputs=(), shape_elem=None, layer=None, call=None,
-                 tags=()):
+                 tags=(), zero=None):
         self.forward = forward or opaque
+        self.zero = zero or _no_zero
         self.param = param
         self.shape_inputs = shape_inputs
         self.shape_elem = shape_elem
@@ -98,7 +102,7 @@ class Rule:
 
 
 def register(op_types, forward=None, param=None, shape_inputs=(), shape_elem=None, layer=None, call=None,
-             tags=(), prefix=False):
+             tags=(), zero=None, prefix=False):
     """Register one rule for each op type in ``op_types`` (space-separated).
 
     With ``prefix=True`` the names are prefixes: the rule serves every op type that starts with
@@ -108,7 +112,7 @@ def register(op_types, forward=None, param=None, shape_inputs=(), shape_elem=Non
 
         register("Mish", forward=passthrough, param=PASS)
     """
-    rule = Rule(forward, param, shape_inputs, shape_elem, layer, call, tags)
+    rule = Rule(forward, param, shape_inputs, shape_elem, layer, call, tags, zero)
     for op_type in op_types.split():
         (PREFIXES if prefix else REGISTRY)[op_type] = rule
     return rule
@@ -141,6 +145,26 @@ def looks_like_layer(op_type):
     """A layer-like op type without a layer rule (its MACs cannot be counted)."""
     rule = lookup(op_type)
     return rule.layer is None and "counted" not in rule.tags and any(w in op_type for w in LAYER_WORDS)
+
+
+def keeps_zero(node, params):
+    """``zero`` rule of ops that map a zero channel to zero whatever their parameters."""
+    return None
+
+
+def zero_params(node, params):
+    """``zero`` rule of ops that keep a zero channel zero when their parameter inputs are zero there
+    (``x + b``, ``max(x, c)``, BiasAdd)."""
+    for i, value in sorted(params.items()):
+        if value is None:
+            return "%s '%s' reads a computed parameter" % (node.op, node.name)
+        if np.any(value != 0):
+            return "%s '%s' adds a non-zero parameter (input %d)" % (node.op, node.name, i)
+    return None
+
+
+def _no_zero(node, params):
+    return "%s '%s' does not map 0 to 0" % (node.op, node.name)
 
 
 def opaque(ctx, node, why=""):

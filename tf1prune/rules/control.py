@@ -5,7 +5,7 @@ counted (for If, the costlier branch) and its channels are joined with the calle
 and shapes inside a body cannot be sliced, so what they touch is fixed.
 """
 from tf1prune.names import node_of
-from tf1prune.rules.base import CallSpec, register
+from tf1prune.rules.base import CallSpec, keeps_zero, register
 from tf1prune.rules.elementwise import elementwise
 
 
@@ -59,8 +59,8 @@ def _loop(ctx, node):
             break
 
 
-register("Switch", _switch)
-register("Merge", elementwise)
+register("Switch", _switch, zero=keeps_zero)
+register("Merge", elementwise, zero=keeps_zero)
 register("If StatelessIf", _call, call=CallSpec(("then_branch", "else_branch"), 1, False))
 register("PartitionedCall StatefulPartitionedCall", _call, call=CallSpec(("f",), 0, False))
 register("While StatelessWhile", _loop, call=CallSpec(("body", "cond"), 0, True))

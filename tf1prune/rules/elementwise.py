@@ -1,7 +1,9 @@
 """Per-channel ops: activations and unary math, broadcasting binary math, BiasAdd, BatchNorm,
 fake quantization, noise shaped like a tensor, and LRN (which mixes channels)."""
+import numpy as np
+
 from tf1prune.names import node_of
-from tf1prune.rules.base import Param, ParamKind, Role, register
+from tf1prune.rules.base import Param, ParamKind, Role, keeps_zero, register, zero_params
 from tf1prune.rules.params import ELEMENTWISE, PASS, SHAPE, passthrough
 from tf1prune.rules.shapes import follow_input0
 
@@ -113,26 +115,48 @@ def _random_like(ctx, node):
             ctx.set(node.name + ":0", inf.axis, inf.elems)
 
 
+def _bn_zero(node, params):
+    """BatchNorm maps 0 to ``offset - scale * mean / sqrt(var + eps)``: zero when the offset is zero
+    and the scale or the mean is."""
+    scale, offset, mean = params.get(1), params.get(2), params.get(3)
+    if scale is None or offset is None or mean is None:
+        return "%s '%s' reads a computed parameter" % (node.op, node.name)
+    if np.any(offset != 0) or np.any((scale != 0) & (mean != 0)):
+        return "%s '%s' maps 0 to a non-zero value (offset, or scale and mean)" % (node.op, node.name)
+    return None
+
+
+def _zero_numerator(node, params):
+    """x / c keeps x = 0 at zero; a zero channel as the denominator does not."""
+    if 0 in params or 1 not in params:
+        return "%s '%s' divides by the channel" % (node.op, node.name)
+    return None
+
+
 def _lrn(ctx, node):
     ctx.opaque(node, "mixes neighbouring channels (depth_radius %s)" % ctx.view.attr(node.name, "depth_radius", 5))
 
 
-UNARY = ("Relu Relu6 Elu Selu LeakyRelu Sigmoid Tanh Softplus Softsign Neg Abs Square Sqrt Rsqrt Reciprocal "
-         "Inv Exp Expm1 Log Log1p Erf Erfc Floor Ceil Round Sign ZerosLike OnesLike Sin Cos Gelu "
-         "StopGradient PreventGradient CheckNumerics EnsureShape FakeQuantWithMinMaxArgs FakeQuantWithMinMaxVars")
-BINARY = ("Sub RealDiv Div DivNoNan MulNoNan Maximum Minimum SquaredDifference Pow FloorDiv "
-          "FloorMod Greater GreaterEqual Less LessEqual Equal NotEqual LogicalAnd LogicalOr Select SelectV2 AddN")
+UNARY_ZERO = ("Relu Relu6 Elu Selu LeakyRelu Tanh Softsign Neg Abs Square Sqrt Expm1 Log1p Erf Floor Ceil Round "
+              "Sign ZerosLike Sin Gelu StopGradient PreventGradient CheckNumerics EnsureShape "
+              "FakeQuantWithMinMaxArgs FakeQuantWithMinMaxVars")   # f(0) = 0
+UNARY = "Sigmoid Softplus Rsqrt Reciprocal Inv Exp Log Erfc OnesLike Cos"
+BINARY = "Pow Greater GreaterEqual Less LessEqual Equal NotEqual LogicalAnd LogicalOr Select SelectV2"
 
+register(UNARY_ZERO, passthrough, PASS, zero=keeps_zero)
 register(UNARY, passthrough, PASS)
-register("Cast", passthrough, PASS, shape_inputs=(0,), shape_elem=follow_input0)
+register("Cast", passthrough, PASS, shape_inputs=(0,), shape_elem=follow_input0, zero=keeps_zero)
 register(BINARY, elementwise, ELEMENTWISE)
-register("Add AddV2", elementwise, ELEMENTWISE, tags="add")
-register("Mul", elementwise, ELEMENTWISE, tags="mul")
-register("BiasAdd BiasAddV1", _bias_add)
-register("FusedBatchNorm FusedBatchNormV2 FusedBatchNormV3", _batch_norm)
+register("Sub Maximum Minimum SquaredDifference AddN", elementwise, ELEMENTWISE, zero=zero_params)
+register("RealDiv Div DivNoNan FloorDiv FloorMod", elementwise, ELEMENTWISE, zero=_zero_numerator)
+register("MulNoNan", elementwise, ELEMENTWISE, zero=keeps_zero)
+register("Add AddV2", elementwise, ELEMENTWISE, tags="add", zero=zero_params)
+register("Mul", elementwise, ELEMENTWISE, tags="mul", zero=keeps_zero)
+register("BiasAdd BiasAddV1", _bias_add, zero=zero_params)
+register("FusedBatchNorm FusedBatchNormV2 FusedBatchNormV3", _batch_norm, zero=_bn_zero)
 register("FakeQuantWithMinMaxVarsPerChannel", _fake_quant_per_channel,
-         Param(ParamKind.CUSTOM, _bind_fake_quant_per_channel))
+         Param(ParamKind.CUSTOM, _bind_fake_quant_per_channel), zero=keeps_zero)
 register("RandomUniform RandomStandardNormal TruncatedNormal Fill StatelessRandomUniform StatelessRandomNormal "
          "StatelessTruncatedNormal StatelessRandomUniformV2 StatelessRandomNormalV2 StatelessTruncatedNormalV2",
          _random_like, SHAPE, shape_inputs=(0,))
-register("LRN", _lrn)
+register("LRN", _lrn, zero=keeps_zero)

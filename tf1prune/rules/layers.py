@@ -8,7 +8,7 @@ of channels (role ``filter``).
 import numpy as np
 
 from tf1prune.names import static_size
-from tf1prune.rules.base import Dim, LayerSpec, Role, register
+from tf1prune.rules.base import Dim, LayerSpec, Role, keeps_zero, register
 
 
 def _conv_kernel_axes(view, node, rank):
@@ -152,6 +152,6 @@ register("Conv2DBackpropInput Conv3DBackpropInputV2", layer, shape_inputs=(0,), 
 register("MatMul", layer, layer=DENSE)
 register("_FusedConv2D", layer, layer=CONV._replace(prunable=False))
 register("_FusedMatMul", layer, layer=DENSE._replace(prunable=False))
-register("DepthwiseConv2dNative", _depthwise, tags="counted depthwise")
+register("DepthwiseConv2dNative", _depthwise, tags="counted depthwise", zero=keeps_zero)
 register("BatchMatMul BatchMatMulV2 BatchMatMulV3", _batch_matmul, tags="counted")
 register("Einsum", _einsum, tags="counted")

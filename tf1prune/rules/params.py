@@ -1,5 +1,5 @@
 """Parameter sources, reads, inputs and writes; how a binding passes through a parameter op."""
-from tf1prune.rules.base import Param, ParamKind, Role, nothing, opaque, register
+from tf1prune.rules.base import Param, ParamKind, Role, keeps_zero, nothing, opaque, register
 from tf1prune.rules.shapes import const_elem, follow_input0
 
 
@@ -59,9 +59,10 @@ register("Const", nothing, SOURCE, shape_elem=const_elem, tags="source const")
 register("VariableV2 Variable VarHandleOp", nothing, SOURCE, tags="source variable")
 register("Placeholder", nothing, tags="input placeholder")
 register("PlaceholderWithDefault", nothing, tags="input")
-register("Identity Snapshot", passthrough, PASS, shape_inputs=(0,), shape_elem=follow_input0, tags="read")
+register("Identity Snapshot", passthrough, PASS, shape_inputs=(0,), shape_elem=follow_input0, tags="read",
+         zero=keeps_zero)
 register("ReadVariableOp", nothing, PASS, tags="read")
-register("IdentityN", passthrough, tags="multi_output")
+register("IdentityN", passthrough, tags="multi_output", zero=keeps_zero)
 register("ShapeN Size Rank NoOp", nothing)
 register("Assign AssignSub AssignAdd AssignVariableOp AssignSubVariableOp AssignAddVariableOp", _assign,
          tags="write")

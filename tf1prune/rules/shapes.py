@@ -8,7 +8,7 @@ import numpy as np
 
 from tf1prune.names import node_of
 from tf1prune.rules import build
-from tf1prune.rules.base import ALL, Param, ParamKind, ShapeRewrite, register, nothing
+from tf1prune.rules.base import ALL, Param, ParamKind, ShapeRewrite, keeps_zero, nothing, register, zero_params
 
 
 # --- rewrites -------------------------------------------------------------------------
@@ -441,23 +441,24 @@ def _strided_slice(ctx, node):
 
 
 register("Shape", nothing, shape_elem=_shape_elem, tags="shape_of")
-register("Reshape", _reshape, shape_inputs=(1,), tags="reshape")
-register("Squeeze ExpandDims", _reshape)
-register("Transpose", _transpose, Param(ParamKind.CUSTOM, _bind_transpose))
-register("ConcatV2", _concat, shape_inputs=ALL, shape_elem=_concat_elem, tags="concat_v2")
-register("Concat", _concat)
+register("Reshape", _reshape, shape_inputs=(1,), tags="reshape", zero=keeps_zero)
+register("Squeeze ExpandDims", _reshape, zero=keeps_zero)
+register("Transpose", _transpose, Param(ParamKind.CUSTOM, _bind_transpose), zero=keeps_zero)
+register("ConcatV2", _concat, shape_inputs=ALL, shape_elem=_concat_elem, tags="concat_v2", zero=keeps_zero)
+register("Concat", _concat, zero=keeps_zero)
 register("Pack", shape_inputs=ALL, shape_elem=_pack_elem)
-register("Split", _split, tags="split_v1")
-register("SplitV", _split)
-register("Pad PadV2 MirrorPad", _per_axis(lambda pads: not np.any(pads), "pads the channel axis"))
-register("Tile", _per_axis(lambda multiple: int(multiple) == 1, "tiles the channel axis"))
-register("MaxPool AvgPool MaxPoolV2 MaxPool3D AvgPool3D", _pool)
-register("Mean Max Min Sum", _reduce)
-register("Prod", _reduce, shape_elem=_prod_elem)
-register("ResizeBilinear ResizeNearestNeighbor ResizeBicubic ResizeArea", _channels_last)
-register("DepthToSpace", _depth_to_space)
-register("SpaceToDepth", _space_to_depth)
-register("SpaceToBatchND BatchToSpaceND", _space_batch)
-register("Slice", _slice, shape_inputs=(2,))
-register("StridedSlice", _strided_slice, shape_elem=_strided_slice_elem)
+register("Split", _split, tags="split_v1", zero=keeps_zero)
+register("SplitV", _split, zero=keeps_zero)
+register("Pad MirrorPad", _per_axis(lambda pads: not np.any(pads), "pads the channel axis"), zero=keeps_zero)
+register("PadV2", _per_axis(lambda pads: not np.any(pads), "pads the channel axis"), zero=zero_params)
+register("Tile", _per_axis(lambda multiple: int(multiple) == 1, "tiles the channel axis"), zero=keeps_zero)
+register("MaxPool AvgPool MaxPoolV2 MaxPool3D AvgPool3D", _pool, zero=keeps_zero)
+register("Mean Max Min Sum", _reduce, zero=keeps_zero)
+register("Prod", _reduce, shape_elem=_prod_elem, zero=keeps_zero)
+register("ResizeBilinear ResizeNearestNeighbor ResizeBicubic ResizeArea", _channels_last, zero=keeps_zero)
+register("DepthToSpace", _depth_to_space, zero=keeps_zero)
+register("SpaceToDepth", _space_to_depth, zero=keeps_zero)
+register("SpaceToBatchND BatchToSpaceND", _space_batch, zero=keeps_zero)
+register("Slice", _slice, shape_inputs=(2,), zero=keeps_zero)
+register("StridedSlice", _strided_slice, shape_elem=_strided_slice_elem, zero=keeps_zero)
 register("GatherV2", shape_elem=_gather_elem)
