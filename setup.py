@@ -14,7 +14,8 @@ setup(
         "cpu": ["tensorflow-cpu"],
         "tf": ["tensorflow"],
         "keras": ["tf_keras", "tf-slim"],
-        "test": ["pytest", "hypothesis", "tf_keras", "tf-slim"],
+        "dask": ["distributed"],
+        "test": ["pytest", "hypothesis", "tf_keras", "tf-slim", "distributed"],
     },
     entry_points={
         "console_scripts": [

@@ -280,3 +280,30 @@ def test_mask_bookkeeping_is_per_graph():
             sets.append(masks_lib.MaskSet(graph, {"w": v}))
     assert sets[0].masked_ops and sets[0].masked_ops is not sets[1].masked_ops
     assert sets[0].apply_op.name in sets[0].masked_ops and sets[0].apply_op.graph is not sets[1].apply_op.graph
+
+
+def test_sensitivity_allocation_weighs_drops_against_macs_and_stays_near_uniform():
+    def fn(x):
+        y = tf.nn.relu(conv(x, 64, "c1", 3))
+        y = tf.nn.relu(conv(y, 64, "c2", 3))
+        y = tf.nn.relu(conv(y, 64, "c3", 3))
+        head(conv(y, 64, "c4", 3))
+    a = analyse(build(fn))
+    order = allocation.rank_units(a, importance.unit_scores(a))
+    gids = sorted(order)
+    flat = [(r, 0.0) for r in (0.2, 0.4, 0.6, 0.8)]
+    steep = [(r, r * 2) for r in (0.2, 0.4, 0.6, 0.8)]
+    curves = {gids[0]: steep, gids[1]: flat, gids[2]: flat, gids[3]: [(0.2, 0.1), (0.4, float("inf"))]}
+    before = tf1prune.count_macs(a).macs
+    uniform = allocation.solve_sparsity(a, order, 0.5)
+    for shift in (0.0, 0.1, 0.2):
+        counts = allocation.sensitivity_allocation(a, order, curves, 0.5, max_shift=shift)
+        achieved = 1 - tf1prune.count_macs(a, allocation.keep_mask(a, order, counts)).macs / before
+        assert abs(achieved - 0.5) <= 0.005, (shift, achieved)
+        ratios = {g: 1 - counts[g] / 64 for g in gids}
+        u = {g: 1 - uniform[g] / 64 for g in gids}
+        assert all(abs(ratios[g] - u[g]) <= shift + 1 / 64 + 1e-9 for g in gids), (shift, ratios, u)
+        if shift == 0:
+            assert counts == uniform
+        else:   # the steep and the failing groups are pruned less than the flat ones
+            assert ratios[gids[0]] < ratios[gids[1]] and ratios[gids[3]] < ratios[gids[2]], ratios

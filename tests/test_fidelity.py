@@ -357,3 +357,28 @@ checkpoint.strip_checkpoint(model, model.keep_mask(zeros=True), %r)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "deprecated" not in proc.stderr, [l for l in proc.stderr.splitlines() if "deprecated" in l]
+
+
+# --- label-free one-step search of a frozen graph (issue: quality) -------------------------------------
+def test_convert_search_with_calibration_data(tmp_path, capsys):
+    gd, specs, outs = example_models.frozen_graph_def("resnet", seed=1, learning_phase=None)
+    path = str(tmp_path / "in.pb")
+    save_graph_def(gd, path)
+    x = np.random.RandomState(0).rand(64, 28, 28, 1).astype(np.float32)
+    np.savez(str(tmp_path / "cal.npz"), input_1=x)
+    out_path = str(tmp_path / "o.pb")
+    argv = ["--input_graph", path, "--output_graph", out_path, "--output_node_names", outs[0], "--sparsity", "0.5"]
+    code, out, err = convert(argv + ["--search", "4", "--calibration_data", tmp_path / "cal.npz",
+                                     "--calibration_batch", "32"], capsys)
+    assert code == 0 and not err, err
+    assert re.search(r"search: 4 candidates, kl agreement: uniform -?[\d.e-]+, best", out), out
+    reduction = float(re.search(r"MACs reduction: ([\d.]+)%", out).group(1))
+    assert abs(reduction - 50) <= 0.5
+    for extra, message in ((["--search", "4"], "--search and --calibration_data go together"),
+                           (["--calibration_data", tmp_path / "cal.npz"], "--search and --calibration_data"),
+                           (["--search", "2", "--calibration_data", tmp_path / "nope.npz"], "cannot read calibration")):
+        code, out, err = convert(argv + extra, capsys)
+        one_error(code, err, message)
+    np.savez(str(tmp_path / "bad.npz"), conv=x)
+    code, out, err = convert(argv + ["--search", "2", "--calibration_data", tmp_path / "bad.npz"], capsys)
+    one_error(code, err, "not an input of the graph")

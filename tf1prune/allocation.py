@@ -62,6 +62,14 @@ def counts_for_ratio(analysis, ratio, divisible):
     return {g.id: keep_count(g.channels, ratio, divisible) for g in analysis.groups if g.prunable}
 
 
+def keep_mask(analysis, order, counts):
+    """Kept-unit mask keeping the first ``counts[gid]`` units of ``order[gid]`` (all of other groups)."""
+    keep = analysis.full_keep()
+    for gid, ranked in order.items():
+        keep[ranked[max(order.minimum[gid], counts.get(gid, len(ranked))):]] = False
+    return keep
+
+
 class MacsModel:
     """MACs of the slim graph as a function of per-group kept counts (top-ranked units kept)."""
 
@@ -137,21 +145,23 @@ def _search(macs, target, start, options, tolerance):
     return best
 
 
-def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=None):
+def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=None, floor=None, refine=True):
     """Per-group kept counts whose slim MACs are closest to ``(1 - sparsity) * MACs``.
 
     ``counts_at(t)`` maps ``t`` in [0, 1] to per-group counts, fewer as ``t`` grows (default: a
     uniform ratio ``t``); ``t`` is bisected, then single groups move by one channel step while
     that brings the MACs closer to the target.  When that misses the target by more than half a
     point, the counts are searched (exhaustively for few groups) for the closest reachable point,
-    as near the bisected allocation as the target allows.  ``cap`` bounds each group's count
-    (channels already pruned stay so).
+    as near the bisected allocation as the target allows.  ``cap`` and ``floor`` bound each group's
+    count from above (channels already pruned stay so) and below.  Without ``refine`` the bisected
+    allocation is kept as it is when it is within half a point.
     """
     macs = MacsModel(analysis, order)
     channels = {g.id: g.channels for g in analysis.groups if g.prunable}
     cap = {gid: min(channels[gid], (cap or {}).get(gid, channels[gid])) for gid in channels}
+    low = {gid: min(cap[gid], max(order.minimum[gid], (floor or {}).get(gid, 1))) for gid in channels}
     counts_at = counts_at or (lambda t: counts_for_ratio(analysis, t, divisible))
-    capped = lambda t: {gid: max(order.minimum[gid], min(c, cap[gid])) for gid, c in counts_at(t).items()}
+    capped = lambda t: {gid: max(low[gid], min(c, cap[gid])) for gid, c in counts_at(t).items()}
     full = macs(channels)
     target = (1.0 - sparsity) * full
     lo, hi = 0.0, 1.0
@@ -163,12 +173,12 @@ def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=N
             hi = mid
     best = min((capped(t) for t in (lo, hi)), key=lambda c: abs(macs(c) - target))
     best_err = abs(macs(best) - target)
-    for _ in range(4 * len(best) + 10):
+    for _ in range(4 * len(best) + 10 if refine or best_err > TOLERANCE * full else 0):
         moves = []
         for gid, k in best.items():
             for new in (k - divisible, k + divisible, cap[gid]):
                 new = min(cap[gid], new)
-                if new >= max(min(divisible, channels[gid]), order.minimum[gid]) and new != k:
+                if new >= max(min(divisible, channels[gid]), low[gid]) and new != k:
                     moves.append({**best, gid: new})
         scored = [(abs(macs(c) - target), c) for c in moves]
         err, cand = min(scored, key=lambda x: x[0]) if scored else (best_err, best)
@@ -176,7 +186,7 @@ def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=N
             break
         best, best_err = cand, err
     if best and best_err > TOLERANCE * full:
-        options = {gid: _options(channels[gid], order.minimum[gid], cap[gid], divisible) for gid in best}
+        options = {gid: _options(channels[gid], low[gid], cap[gid], divisible) for gid in best}
         best = _search(macs, target, best, options, TOLERANCE * full)
     return best
 
@@ -213,3 +223,51 @@ def target_problem(analysis, order, counts, sparsity, cap=None):
     return ("cannot remove %.1f%% of the MACs: the closest reachable is %.1f%% (at most %.1f%% can be removed%s)"
             % (100 * sparsity, 100 * achieved, 100 * most,
                "; the most MACs are held by " + blockers if blockers else ""))
+
+
+MAX_RATIO = 0.95
+
+
+def sensitivity_allocation(analysis, order, curves, sparsity, divisible=1, cap=None, max_shift=0.1):
+    """Per-group kept counts for a MACs ``sparsity`` that trade each group's measured metric drop
+    against the MACs it saves, never farther than ``max_shift`` from the uniform ratio.
+
+    ``curves``: group id -> ``[(ratio, relative metric drop)]`` (a failed point is ``inf``).  The
+    drops are made monotone; for a Lagrange multiplier the best ratio of every group minimises
+    ``drop(r) - multiplier * (MACs share of the group) * r`` within ``[u - max_shift, u + max_shift]``
+    around the uniform ratio ``u``, and the multiplier is solved for the target.  Groups whose curves
+    say nothing stay near uniform; ``max_shift=0`` is the uniform allocation.
+    """
+    channels = {gid: analysis.groups[gid].channels for gid in order}
+    uniform = solve_sparsity(analysis, order, sparsity, divisible, cap=cap)
+    macs = MacsModel(analysis, order)
+    full = macs(channels)
+    share = {gid: (full - macs({**channels, gid: order.minimum[gid]})) / max(full, 1) for gid in order}
+    finite = [d for c in curves.values() for _, d in c if np.isfinite(d)]
+    failed = 2 * max(finite + [0.5])
+    grid = np.linspace(0.0, MAX_RATIO, 96)
+    drops = {}
+    for gid in order:
+        points = sorted((r, d if np.isfinite(d) else failed) for r, d in curves.get(gid, ()))
+        ratios = np.array([0.0] + [r for r, _ in points])
+        values = np.maximum.accumulate(np.array([0.0] + [d for _, d in points]))
+        drops[gid] = np.interp(grid, ratios, values)
+    window, floor, top = {}, {}, {}
+    for gid in order:
+        u = 1.0 - uniform[gid] / channels[gid]
+        window[gid] = (grid >= u - max_shift - 1e-9) & (grid <= u + max_shift + 1e-9)
+        if not window[gid].any():
+            window[gid] = np.abs(grid - u) == np.abs(grid - u).min()
+        floor[gid] = min(uniform[gid], keep_count(channels[gid], min(MAX_RATIO, u + max_shift), divisible))
+        top[gid] = max(uniform[gid], keep_count(channels[gid], max(0.0, u - max_shift), divisible))
+    cap = {gid: min(top[gid], (cap or {}).get(gid, top[gid])) for gid in order}
+
+    def counts_at(t):
+        multiplier = np.tan(min(t, 1.0 - 1e-9) * np.pi / 2)
+        out = {}
+        for gid in order:
+            r = grid[window[gid]]
+            cost = drops[gid][window[gid]] - multiplier * share[gid] * r
+            out[gid] = keep_count(channels[gid], float(r[int(np.argmin(cost))]), divisible)
+        return out
+    return solve_sparsity(analysis, order, sparsity, divisible, counts_at, cap, floor, refine=False)

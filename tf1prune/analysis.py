@@ -64,6 +64,7 @@ class Analysis:
         self.view = ctx.view
         self.layers = shared.layers
         self.uncounted = shared.uncounted
+        self.batch_norms = shared.batch_norms
         self.bindings = dict(ctx.bindings)
         self.rewrites = ctx.rewrites
         self.info = ctx.info

@@ -61,6 +61,7 @@ class Shared:
         self.reasons = {}                            # reason -> id
         self.layers = []
         self.uncounted = []                          # (node, why): layers whose MACs are not counted
+        self.batch_norms = []                        # rules.BatchNormSite, in the main graph's names
         self.update_ops = set(update_ops)
         self.assigned = {}                           # variable -> update op writing it
 
@@ -254,6 +255,23 @@ class Context:
     def add_layer(self, node, kind, kernel, window, factor, dims):
         self.shared.layers.append(Layer(self.prefix + node.name, kind, kernel, int(window), int(factor),
                                         list(dims), self.path))
+
+    def outer_tensor(self, tensor):
+        """The main-graph tensor that ``tensor`` is (through function arguments), else None."""
+        if self.parent is None:
+            return tensor_name(tensor)
+        name = node_of(tensor)
+        return self.parent.outer_tensor(self.arg_map[name]) if name in self.arg_map else None
+
+    def add_batch_norm(self, site):
+        """Record a BatchNorm (a rules.BatchNormSite in this context's names) for adaptive BatchNorm."""
+        x = self.outer_tensor(site.x)
+        if site.rewire and self.parent is not None:
+            x = None   # an unfused BatchNorm inside a function body cannot be rewired
+        dtype = self.view.dtype(site.x).as_datatype_enum
+        self.shared.batch_norms.append(site._replace(node=self.prefix + site.node, x=x, dtype=dtype,
+                                                     mean=self.param_source(site.mean),
+                                                     variance=self.param_source(site.variance)))
 
     def uncounted(self, node, why):
         self.shared.uncounted.append((self.prefix + node.name, "%s '%s': %s" % (node.op, self.prefix + node.name,

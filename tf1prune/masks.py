@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tensorflow.python.util import nest
 
-from tf1prune import rules
+from tf1prune import rules, tfcompat
 
 COLLECTION = "tf1prune_masks"
 _MASK_SETS = weakref.WeakKeyDictionary()     # graph -> MaskSet
@@ -43,10 +43,8 @@ class MaskSet:
             self.masks = {name: tf.Variable(tf.ones(v.shape, v.dtype.base_dtype), trainable=False,
                                             collections=[COLLECTION], name=name.replace("/", "_"))
                           for name, v in self.variables.items()}
-            self._feeds = {name: tf.placeholder(m.dtype.base_dtype, m.shape, name=m.op.name.split("/")[-1] + "_value")
-                           for name, m in self.masks.items()}
-            self._load_op = tf.group(*[m.assign(self._feeds[name]).op for name, m in self.masks.items()])
             self.apply_op = self._apply(list(self.variables))
+        self._loader = tfcompat.VariableLoader(graph)
         self._values = {}
 
     @property
@@ -65,7 +63,7 @@ class MaskSet:
 
     def _apply(self, names, after=()):
         with self.graph.as_default(), tf.control_dependencies(list(after)):
-            updates = [tf.assign(self.variables[n], self.variables[n] * self.masks[n]) if _is_ref(self.variables[n])
+            updates = [tf.assign(self.variables[n], self.variables[n] * self.masks[n]) if tfcompat.is_ref(self.variables[n])
                        else self.variables[n].assign(self.variables[n] * self.masks[n]) for n in names]
             group = tf.group(*updates, name="tf1prune_apply_masks")
         _masked_ops(self.graph).add(group.name)
@@ -73,11 +71,9 @@ class MaskSet:
 
     def load(self, sess, values):
         """Set the masks (variables not named keep all ones) and zero the masked weights now."""
-        feeds = {}
         for name, mask in self.masks.items():
-            value = np.asarray(values.get(name, np.ones(mask.shape.as_list())), mask.dtype.as_numpy_dtype)
-            feeds[self._feeds[name]] = self._values[name] = value
-        sess.run(self._load_op, feeds)
+            self._values[name] = np.asarray(values.get(name, np.ones(mask.shape.as_list())), mask.dtype.as_numpy_dtype)
+        self._loader.load(sess, {self.masks[name]: value for name, value in self._values.items()})
         sess.run(self.apply_op)
 
     def values(self):
@@ -165,8 +161,6 @@ def _masked_ops(graph):
     return _MASKED_OPS.setdefault(graph, set())
 
 
-def _is_ref(var):
-    return var.dtype._is_ref_dtype  # pylint: disable=protected-access
 
 
 def _wrap(apply_gradients):

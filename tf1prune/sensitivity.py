@@ -7,20 +7,18 @@ runs ``eval_fn(graph_def)`` and restores them.  Results go to a JSON cache
 every ``checkpoint_interval`` evaluations, so a killed run loses at most those.
 """
 import collections
-import concurrent.futures
 import json
-import multiprocessing
 import os
-import pickle
 import sys
 import time
 
 import numpy as np
 
-from tf1prune import _worker
+from tf1prune import _worker, calibrate
+from tf1prune.evaluate import evaluate
 from tf1prune.allocation import keep_count
 from tf1prune.errors import Tf1PruneError
-from tf1prune.files import atomic_write, save_graph_def
+from tf1prune.files import atomic_write
 from tf1prune.importance import const_values
 from tf1prune.rules import ZEROED
 
@@ -35,8 +33,8 @@ def _key(ratio):
 class Sensitivity:
     """Metric per (group, ratio), the baseline, and failed evaluations."""
 
-    def __init__(self, path, digest, ratios=DEFAULT_RATIOS, higher_is_better=True):
-        self.path, self.digest = path, digest
+    def __init__(self, path, digest, ratios=DEFAULT_RATIOS, higher_is_better=True, calibrated=False):
+        self.path, self.digest, self.calibrated = path, digest, calibrated
         self.ratios = sorted(float(r) for r in ratios)
         self.higher_is_better = higher_is_better
         self.baseline = None
@@ -44,9 +42,10 @@ class Sensitivity:
         self.errors = collections.defaultdict(dict)    # str(gid) -> {ratio key: message}
 
     @classmethod
-    def open(cls, path, digest, ratios=DEFAULT_RATIOS, higher_is_better=True, recompute=False):
-        """Resume the cache at ``path``; a cache for another graph is refused unless ``recompute``."""
-        sens = cls(path, digest, ratios, higher_is_better)
+    def open(cls, path, digest, ratios=DEFAULT_RATIOS, higher_is_better=True, recompute=False, calibrated=False):
+        """Resume the cache at ``path``; a cache for another graph, or made with(out) BatchNorm
+        calibration when this one is not, is refused unless ``recompute``."""
+        sens = cls(path, digest, ratios, higher_is_better, calibrated)
         if recompute or not os.path.exists(path):
             return sens
         try:
@@ -63,6 +62,9 @@ class Sensitivity:
         if bool(data.get("higher_is_better", True)) != higher_is_better:
             raise Tf1PruneError("sensitivity cache %r was made with higher_is_better=%s"
                                 % (path, data.get("higher_is_better")))
+        if bool(data.get("calibrated", False)) != calibrated:
+            raise Tf1PruneError("sensitivity cache %r was made %s BatchNorm calibration: pass recompute=True to "
+                                "start over" % (path, "with" if data.get("calibrated") else "without"))
         sens.baseline = data.get("baseline")
         for gid, values in data.get("results", {}).items():
             sens.results[gid].update(values)
@@ -70,9 +72,21 @@ class Sensitivity:
             sens.errors[gid].update(values)
         return sens
 
+    @classmethod
+    def load(cls, path, digest):
+        """The cache at ``path`` as it was made (its ratios, metric direction and calibration)."""
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise Tf1PruneError("sensitivity cache %r is unreadable (%s): run ana() again" % (path, e))
+        return cls.open(path, digest, data.get("ratios", DEFAULT_RATIOS), bool(data.get("higher_is_better", True)),
+                        calibrated=bool(data.get("calibrated", False)))
+
     def save(self):
         atomic_write(self.path, json.dumps({
             "format": FORMAT, "version": 1, "graph_digest": self.digest, "higher_is_better": self.higher_is_better,
+            "calibrated": self.calibrated,
             "baseline": self.baseline, "ratios": self.ratios, "results": self.results, "errors": self.errors},
             indent=1, sort_keys=True))
 
@@ -101,12 +115,29 @@ class Sensitivity:
 
 class Patcher:
     """Zeroed constants of one group at one ratio, for a frozen graph's analysis: the sparse
-    graph's constants of the plan that prunes that group only."""
+    graph's constants of the plan that prunes that group only; with ``calibration_data``, also
+    the BatchNorm statistics re-estimated for that candidate (adaptive BatchNorm)."""
 
-    def __init__(self, analysis, order, channel_divisible=1, values=None):
+    def __init__(self, analysis, order, channel_divisible=1, values=None, calibration_data=None):
         self.analysis, self.order, self.divisible = analysis, order, channel_divisible
         self.values = values or const_values(analysis)
         self.originals = {}
+        self.batches = None if calibration_data is None else calibrate.feed_batches(calibration_data)
+        self.calibrator = None if self.batches is None else calibrate.Calibrator(analysis)
+
+    def calibrated(self, patches):
+        """``patches`` with the BatchNorm statistics of the graph they make (when calibrating)."""
+        if self.calibrator is None:
+            return patches
+        return dict(patches, **self.calibrator.statistics(self.batches, patches))
+
+    def baseline(self):
+        """Patches of the unpruned candidate: none, or its recalibrated statistics."""
+        return self.calibrated({})
+
+    def close(self):
+        if self.calibrator is not None:
+            self.calibrator.close()
 
     def _original(self, name):
         if name not in self.originals:
@@ -114,11 +145,16 @@ class Patcher:
         return self.originals[name]
 
     def patches(self, gid, ratio):
+        """Patches of the candidate that prunes group ``gid`` at ``ratio`` only."""
         group = self.analysis.groups[gid]
         keep = self.analysis.full_keep()
         keep[self.order[gid][keep_count(group.channels, ratio, self.divisible):]] = False
+        return self.keep_patches(keep)
+
+    def keep_patches(self, keep):
+        """Patches of the candidate that keeps the units of ``keep`` (a kept-unit mask or a spec)."""
         plan = self.analysis.plan(keep)
-        return {name: plan.zero(name, self._original(name)) for name in plan.changed(ZEROED)}
+        return self.calibrated({name: plan.zero(name, self._original(name)) for name in plan.changed(ZEROED)})
 
 
 def print_progress(done, total, elapsed, what):
@@ -132,7 +168,7 @@ def run(sens, graph_def, patcher, eval_fn, devices=("/CPU:0",), executor=None, c
     """Evaluate the baseline and every missing (group, ratio) of ``sens``; save as it goes."""
     nodes = {n.name: n for n in graph_def.node}
     if sens.baseline is None:
-        value, error = _worker.evaluate_on(graph_def, nodes, eval_fn, {})
+        value, error = _worker.evaluate_on(graph_def, nodes, eval_fn, patcher.baseline())
         if error is not None:
             raise Tf1PruneError("baseline evaluation failed: %s" % error)
         sens.baseline = value
@@ -140,8 +176,8 @@ def run(sens, graph_def, patcher, eval_fn, devices=("/CPU:0",), executor=None, c
     prunable = [g.id for g in patcher.analysis.groups if g.prunable]
     tasks = sens.missing(prunable)
     start, done = time.time(), 0
-    for gid, ratio, value, error in _evaluate_all(tasks, graph_def, nodes, patcher, eval_fn, devices, executor,
-                                                  sens.digest, workdir):
+    patched = (((gid, ratio), patcher.patches(gid, ratio)) for gid, ratio in tasks)
+    for (gid, ratio), value, error in evaluate(patched, graph_def, eval_fn, devices, executor, sens.digest, workdir):
         sens.record(gid, ratio, value, error)
         done += 1
         if done % max(1, checkpoint_interval) == 0:
@@ -151,41 +187,3 @@ def run(sens, graph_def, patcher, eval_fn, devices=("/CPU:0",), executor=None, c
                      "group %d ratio %s%s" % (gid, _key(ratio), ": " + error if error else ""))
     sens.save()
     return sens
-
-
-def _evaluate_all(tasks, graph_def, nodes, patcher, eval_fn, devices, executor, digest, workdir):
-    if executor is None and len(devices) <= 1:
-        for gid, ratio in tasks:
-            yield (gid, ratio) + _worker.evaluate_on(graph_def, nodes, eval_fn, patcher.patches(gid, ratio))
-        return
-    try:
-        pickle.dumps(eval_fn)
-    except Exception as e:
-        raise Tf1PruneError("eval_fn cannot be sent to worker processes (%s): define it at module level "
-                            "or use a single device" % e)
-    path = os.path.join(workdir, "%s.frozen.pb" % digest)
-    if not os.path.exists(path):
-        save_graph_def(graph_def, path)
-    own = executor is None
-    if own:
-        context = multiprocessing.get_context("spawn")
-        queue = context.Queue()
-        for device in devices:
-            queue.put(device)
-        executor = concurrent.futures.ProcessPoolExecutor(len(devices), mp_context=context,
-                                                          initializer=_worker.init, initargs=(queue,))
-    try:
-        pending = {}
-        for gid, ratio in tasks:
-            future = executor.submit(_worker.evaluate, path, digest, eval_fn, patcher.patches(gid, ratio))
-            pending[future] = (gid, ratio)
-        for future in concurrent.futures.as_completed(pending):
-            gid, ratio = pending[future]
-            try:
-                result = future.result()
-            except Exception as e:  # a worker died
-                result = (None, "%s: %s" % (type(e).__name__, e))
-            yield (gid, ratio) + tuple(result)
-    finally:
-        if own:
-            executor.shutdown(wait=True, cancel_futures=True)

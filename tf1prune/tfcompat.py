@@ -28,3 +28,30 @@ def extract_sub_graph(graph_def, dest_nodes):
     """``extract_sub_graph`` without its deprecation warning."""
     with quiet_deprecations():
         return tf.graph_util.extract_sub_graph(graph_def, list(dest_nodes))
+
+
+class VariableLoader:
+    """Sets variables of one graph from numpy values (``Variable.load`` is deprecated): one
+    placeholder and assign op per variable, made on first use and reused."""
+
+    def __init__(self, graph):
+        self.graph, self._ops = graph, {}
+
+    def load(self, sess, values):
+        """``values``: {tf.Variable: array}."""
+        feeds, ops = {}, []
+        for var, value in values.items():
+            if var not in self._ops:
+                with self.graph.as_default(), tf.name_scope("tf1prune_load"):
+                    holder = tf.placeholder(var.dtype.base_dtype, var.shape)
+                    self._ops[var] = (holder, var.assign(holder).op if not is_ref(var) else tf.assign(var, holder).op)
+            holder, op = self._ops[var]
+            feeds[holder] = value
+            ops.append(op)
+        if ops:
+            sess.run(ops, feeds)
+
+
+def is_ref(var):
+    """A TF1 reference variable (VariableV2), not a resource variable."""
+    return var.dtype._is_ref_dtype  # pylint: disable=protected-access

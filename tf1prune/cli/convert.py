@@ -21,6 +21,14 @@ flags.DEFINE_enum("criterion", "l1", importance.CRITERIA, "Channel importance cr
 flags.DEFINE_integer("channel_divisible", 1, "Kept channels per group are a multiple of this.", lower_bound=1)
 flags.DEFINE_string("sparse_graph", None, "Also write the same-shape graph with the pruned channels zeroed.")
 flags.DEFINE_string("output_spec", None, "Also write the spec that was applied (JSON).")
+flags.DEFINE_integer("search", 0, "With --sparsity: score this many candidate allocations (one-step search: "
+                     "BatchNorm recalibrated on --calibration_data, agreement with the original outputs) and "
+                     "keep the best; 0: the uniform allocation.", lower_bound=0)
+flags.DEFINE_string("calibration_data", None, "Inputs for --search: a .npz file with one array per input "
+                    "(named like the input tensor, e.g. input_1 or input_1:0), split into batches.")
+flags.DEFINE_integer("calibration_batch", 64, "Batch size of --calibration_data.", lower_bound=1)
+flags.DEFINE_enum("search_metric", "kl", ["kl", "top1", "mse"], "Agreement with the original outputs: KL "
+                  "divergence of the softmax, top-1 agreement, or relative squared error.")
 flags.DEFINE_bool("best_effort", False, "Write the closest graph when the target cannot be met (with a warning), "
                   "and an unpruned graph when nothing is prunable.")
 
@@ -35,6 +43,10 @@ def _check_args():
         value = FLAGS[name].value
         if value is not None and not 0 < value < 1:
             raise Tf1PruneError("--%s must be in (0, 1), got %r" % (name, value))
+    if FLAGS.search and FLAGS.sparsity is None:
+        raise Tf1PruneError("--search needs --sparsity")
+    if bool(FLAGS.search) != bool(FLAGS.calibration_data):
+        raise Tf1PruneError("--search and --calibration_data go together")
     seen = {os.path.realpath(p): n for n, p in (("input_graph", FLAGS.input_graph), ("spec", FLAGS.spec)) if p}
     for name in ("output_graph", "sparse_graph", "output_spec"):
         path = FLAGS[name].value
@@ -45,6 +57,41 @@ def _check_args():
         other = seen.setdefault(os.path.realpath(path), name)
         if other != name:
             raise Tf1PruneError("--%s is the same file as --%s: %s" % (name, other, path))
+
+
+def _calibration_batches(analysis):
+    """--calibration_data as feed dicts of --calibration_batch rows."""
+    import numpy as np
+    from tf1prune import rules
+    try:
+        with np.load(FLAGS.calibration_data) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as e:
+        raise Tf1PruneError("cannot read calibration data %r: %s" % (FLAGS.calibration_data, e))
+    feeds = {}
+    for name, array in arrays.items():
+        tensor = name if ":" in name else name + ":0"
+        node = analysis.view.nodes.get(tensor.split(":")[0])
+        if node is None or not rules.is_input(node.op):
+            raise Tf1PruneError("calibration data %r holds %r, which is not an input of the graph"
+                                % (FLAGS.calibration_data, name))
+        feeds[tensor] = array
+    if not feeds or len({len(a) for a in feeds.values()}) != 1:
+        raise Tf1PruneError("calibration data %r needs arrays of one length, one per input" % FLAGS.calibration_data)
+    n, size = len(next(iter(feeds.values()))), FLAGS.calibration_batch
+    return [{t: a[i:i + size] for t, a in feeds.items()} for i in range(0, n, size)]
+
+
+def _search(analysis):
+    from tf1prune import onestep
+    spec, results = onestep.search_graph_def(analysis, FLAGS.sparsity, _calibration_batches(analysis), FLAGS.search,
+                                             FLAGS.search_metric, FLAGS.criterion, FLAGS.channel_divisible)
+    scores = [score for _, score, _ in results]
+    known = [s for s in scores if s is not None]
+    print("search: %d candidates, %s agreement: uniform %.4g, best %.4g, worst %.4g"
+          % (len(results), FLAGS.search_metric, scores[0] if scores[0] is not None else float("nan"),
+             max(known), min(known)))
+    return spec
 
 
 def _write_all(outputs):
@@ -72,6 +119,8 @@ def main():
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
     if FLAGS.spec:
         spec = Spec.load(FLAGS.spec)
+    elif FLAGS.search:
+        spec = _search(analysis)
     else:
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
                          channel_divisible=FLAGS.channel_divisible, best_effort=FLAGS.best_effort)

@@ -22,6 +22,7 @@ from tf1prune.rules.params import ELEMENTWISE, PASS, SHAPE, SOURCE, passthrough
 from tf1prune.rules import elementwise as _elementwise, shapes as _shapes  # noqa: F401  (registers)
 from tf1prune.rules.layers import CONV, DENSE, TRANSPOSED, layer
 from tf1prune.rules import control as _control  # noqa: F401  (registers)
+from tf1prune.rules.batchnorm import BatchNormSite
 from tf1prune.rules.elementwise import elementwise
 from tf1prune.rules.shapes import ConstElement, SplitSizes, reshape_channel_map
 
@@ -72,7 +73,7 @@ def is_layer(op_type):
     return rule.layer is not None or "counted" in rule.tags or looks_like_layer(op_type)
 
 
-__all__ = ["ALL", "CONV", "DENSE", "ELEMENTWISE", "KERNEL", "PASS", "SHAPE", "SOURCE", "TRANSPOSED", "ZEROED",
+__all__ = ["ALL", "BatchNormSite", "CONV", "DENSE", "ELEMENTWISE", "KERNEL", "PASS", "SHAPE", "SOURCE", "TRANSPOSED", "ZEROED",
            "Binding", "CallSpec", "ChannelInfo", "ConstElement", "Dim", "Layer", "LayerSpec", "Param",
            "ParamKind", "Role", "Rule", "ShapeRewrite", "SplitSizes", "call_spec", "elementwise", "has_tag",
            "is_const", "is_input", "is_layer", "is_optimizer_update", "is_param_source", "is_read", "is_save",

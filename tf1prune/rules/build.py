@@ -42,3 +42,26 @@ def gather_nodes(name, params, indices, axis, dtype_enum):
     gather.attr["Tindices"].type = tf.int32.as_datatype_enum
     gather.attr["Taxis"].type = tf.int32.as_datatype_enum
     return [index, where, gather]
+
+
+def dtype_enum(name):
+    """The DataType enum of a dtype name (``'int32'``)."""
+    return _tf().as_dtype(name).as_datatype_enum
+
+
+def op_node(name, op, inputs, types=None, **values):
+    """A NodeDef of ``op``: ``types`` maps attributes to DataType enums, ``values`` sets bool, int,
+    float or string attributes."""
+    node = _tf().NodeDef(name=name, op=op, input=list(inputs))
+    for key, enum in (types or {}).items():
+        node.attr[key].type = enum
+    for key, value in values.items():
+        if isinstance(value, bool):
+            node.attr[key].b = value
+        elif isinstance(value, int):
+            node.attr[key].i = value
+        elif isinstance(value, float):
+            node.attr[key].f = value
+        else:
+            node.attr[key].s = value.encode()
+    return node

@@ -1,9 +1,8 @@
-"""Per-channel ops: activations and unary math, broadcasting binary math, BiasAdd, BatchNorm,
-fake quantization, noise shaped like a tensor, and LRN (which mixes channels)."""
-import numpy as np
-
+"""Per-channel ops: activations and unary math, broadcasting binary math, BiasAdd, fake
+quantization, noise shaped like a tensor, and LRN (which mixes channels)."""
 from tf1prune.names import node_of
 from tf1prune.rules.base import Param, ParamKind, Role, keeps_zero, register, zero_params
+from tf1prune.rules import batchnorm
 from tf1prune.rules.params import ELEMENTWISE, PASS, SHAPE, passthrough
 from tf1prune.rules.shapes import follow_input0
 
@@ -68,19 +67,15 @@ def _bias_add(ctx, node):
         ctx.set(node.name + ":0", axis, elems)
 
 
-def _batch_norm(ctx, node):
-    x, scale, offset, mean, var = ctx.inputs(node)[:5]
-    axis = ctx.view.channel_axis(node.name, _rank(ctx, x) or 4)
-    elems = ctx.channel_in(x, axis, node)
-    if elems is None:
-        return
-    where = "%s '%s'" % (node.op, node.name)
-    for t, role in ((scale, Role.BN_SCALE), (offset, Role.BN_OFFSET), (mean, Role.STAT), (var, Role.STAT)):
-        if ctx.shape(t) != [0]:
-            ctx.bind(t, 0, elems, role, where)
-    ctx.set(node.name + ":0", axis, elems)
-    ctx.set(node.name + ":1", 0, elems)
-    ctx.set(node.name + ":2", 0, elems)
+def _mul(ctx, node):
+    """Element-wise; ``x * rsqrt(variance + eps) * scale`` is also an unfused BatchNorm's site."""
+    ins = ctx.inputs(node)
+    if len(ins) == 2 and ctx.is_param(ins[0]) != ctx.is_param(ins[1]):
+        x, inv = ins if ctx.is_param(ins[1]) else ins[::-1]
+        site = batchnorm.unfused_site(ctx, node, x, inv)
+        if site is not None:
+            ctx.add_batch_norm(site)
+    elementwise(ctx, node)
 
 
 def _fake_quant_per_channel(ctx, node):
@@ -115,17 +110,6 @@ def _random_like(ctx, node):
             ctx.set(node.name + ":0", inf.axis, inf.elems)
 
 
-def _bn_zero(node, params):
-    """BatchNorm maps 0 to ``offset - scale * mean / sqrt(var + eps)``: zero when the offset is zero
-    and the scale or the mean is."""
-    scale, offset, mean = params.get(1), params.get(2), params.get(3)
-    if scale is None or offset is None or mean is None:
-        return "%s '%s' reads a computed parameter" % (node.op, node.name)
-    if np.any(offset != 0) or np.any((scale != 0) & (mean != 0)):
-        return "%s '%s' maps 0 to a non-zero value (offset, or scale and mean)" % (node.op, node.name)
-    return None
-
-
 def _zero_numerator(node, params):
     """x / c keeps x = 0 at zero; a zero channel as the denominator does not."""
     if 0 in params or 1 not in params:
@@ -151,9 +135,8 @@ register("Sub Maximum Minimum SquaredDifference AddN", elementwise, ELEMENTWISE,
 register("RealDiv Div DivNoNan FloorDiv FloorMod", elementwise, ELEMENTWISE, zero=_zero_numerator)
 register("MulNoNan", elementwise, ELEMENTWISE, zero=keeps_zero)
 register("Add AddV2", elementwise, ELEMENTWISE, tags="add", zero=zero_params)
-register("Mul", elementwise, ELEMENTWISE, tags="mul", zero=keeps_zero)
+register("Mul", _mul, ELEMENTWISE, tags="mul", zero=keeps_zero)
 register("BiasAdd BiasAddV1", _bias_add, zero=zero_params)
-register("FusedBatchNorm FusedBatchNormV2 FusedBatchNormV3", _batch_norm, zero=_bn_zero)
 register("FakeQuantWithMinMaxVarsPerChannel", _fake_quant_per_channel,
          Param(ParamKind.CUSTOM, _bind_fake_quant_per_channel), zero=keeps_zero)
 register("RandomUniform RandomStandardNormal TruncatedNormal Fill StatelessRandomUniform StatelessRandomNormal "

@@ -1,0 +1,169 @@
+"""What the session runners share (:class:`SessionPruner`).
+
+The session's graph is frozen (``convert_variables_to_constants``) and analysed; a frozen
+constant carries its variable's name, so bindings map to variables.
+"""
+import os
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from tf1prune import allocation, calibrate, flops, importance, masks as masks_lib, slim, spec as spec_lib
+from tf1prune import tfcompat, zeros as zeros_lib
+from tf1prune.analysis import analyze
+from tf1prune.errors import Tf1PruneError
+from tf1prune.files import atomic_write
+from tf1prune.graph import normalize_input_specs
+from tf1prune.names import node_of
+
+DEFAULT_WORKSPACE = ".tf1prune"
+
+
+class SessionPruner:
+    """What the session runners share: the frozen analysis of the session, masks that keep pruned
+    weights zero, specs in the workspace, BatchNorm recalibration and the slim export.
+
+    Args:
+      model_name: names the cache and spec files in the workspace.
+      sess: a session holding the graph and initialised variables.
+      input_specs: input tensor name -> ``tf.TensorSpec`` (or ``(shape, dtype)``).
+      output_node_names: output nodes; their channels are never pruned.
+      excludes: nodes whose output channels are not pruned.
+      workspace: folder of the cache and ``.spec`` files (default ``./.tf1prune``).
+      criterion: channel importance, ``l1`` (default), ``l2`` or ``bn_gamma``.
+      channel_divisible: kept channel counts are multiples of this (16 suits x86 CPUs).
+    """
+
+    def __init__(self, model_name, sess, input_specs, output_node_names, excludes=(), workspace=None,
+                 criterion="l1", channel_divisible=1):
+        self.model_name, self.sess = model_name, sess
+        self.input_specs = normalize_input_specs(input_specs)
+        self.output_node_names = [node_of(n) for n in output_node_names]
+        self.excludes = list(excludes or ())
+        self.workspace = workspace or os.path.join(os.getcwd(), DEFAULT_WORKSPACE)
+        self.criterion, self.channel_divisible = criterion, channel_divisible
+        names = {op.name for op in sess.graph.get_operations()}
+        for name in self.output_node_names + [node_of(n) for n in self.input_specs] + list(self.excludes):
+            if node_of(name) not in names:
+                raise Tf1PruneError("node %r is not in the graph" % name)
+        self.variables = {v.op.name: v for v in sess.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)}
+        self.mask_set = None   # the session's masks, once something is pruned
+        self.frozen = self.analysis = None
+        self._loader = None    # assigns BatchNorm statistics (recalibrate)
+        masks_lib.install()
+        self._refresh()
+        self.spec = self._recover_spec()
+        if self.spec is not None:
+            self._apply(self.spec)
+
+    # --- graph ------------------------------------------------------------
+    def frozen_graph_def(self):
+        """The session's graph frozen as it is now (same shapes, current weights)."""
+        return tfcompat.freeze_session(self.sess, self.sess.graph.as_graph_def(), self.output_node_names)
+
+    def _refresh(self):
+        """Freeze the session as it is now and analyse it."""
+        self.frozen = self.frozen_graph_def()
+        self.analysis = analyze(self.frozen, self.input_specs, self.output_node_names, self.excludes)
+        return self.analysis
+
+    def _path(self, name):
+        return os.path.join(self.workspace, name)
+
+    def recalibrate(self, calibration_data):
+        """Re-estimate the session's BatchNorm moving statistics exactly from ``calibration_data``
+        (feed dicts, or a callable returning them): before fine-tuning a pruned model, or for a Keras
+        model whose moving averages lag.  Returns the names of the variables set.
+
+        Example::
+
+            runner.prune(sparsity=0.5)
+            runner.recalibrate([{"input_1:0": x[i:i + 128]} for i in range(0, 1280, 128)])
+        """
+        calibrator = calibrate.Calibrator(self._refresh())
+        try:
+            stats = calibrator.statistics(calibration_data)
+        finally:
+            calibrator.close()
+        values = {self.variables[n]: v for n, v in stats.items() if n in self.variables}
+        if self._loader is None:
+            self._loader = tfcompat.VariableLoader(self.sess.graph)
+        self._loader.load(self.sess, values)
+        return sorted(v.op.name for v in values)
+
+    def _order(self, analysis, pruned=None):
+        scores = importance.unit_scores(analysis, self.criterion, importance.const_values(analysis))
+        return allocation.rank_units(analysis, scores, pruned)
+
+    def _save_spec(self, spec, tag):
+        """Apply ``spec`` and keep it as ``<model>_<tag>.spec`` and the workspace's latest spec."""
+        self.spec = spec
+        os.makedirs(self.workspace, exist_ok=True)
+        path = self._path("%s_%s.spec" % (self.model_name, tag))
+        spec.save(path)
+        atomic_write(self._path("latest_spec"), path + "\n")
+        return self._apply(spec)
+
+    def _apply(self, spec):
+        """Zero the pruned channels in the session, keep them zero, and return (shape_tensors, masks)."""
+        plan = self.analysis.plan(spec)
+        masks = {name: plan.mask(name, self.variables[name].shape.as_list())
+                 for name, slices in plan.params.items()
+                 if name in self.variables and any(s.role.zeroed for s in slices)}
+        mask_set = masks_lib.MaskSet.for_graph(self.sess.graph, {n: self.variables[n] for n in masks})
+        mask_set.load(self.sess, masks)
+        mask_set.attach(self.sess)
+        self.mask_set = mask_set
+        changed = plan.shape_nodes()
+        shape_tensors = {n.name: n for n in slim.apply_slim(plan).node if n.name in changed}
+        return shape_tensors, {n: m for n, m in masks.items() if not m.all()}
+
+    def _recover_spec(self):
+        """After a restart: the latest spec of this model if it fits the graph, else the zeroed channels."""
+        latest = self._path("latest_spec")
+        if os.path.exists(latest):
+            with open(latest) as f:
+                path = f.read().strip()
+            if os.path.basename(path).startswith(self.model_name + "_") and os.path.exists(path):
+                spec = spec_lib.Spec.load(path)
+                if spec.digest == self.analysis.digest():
+                    return spec
+        pruned = zeros_lib.zeroed_units(self.analysis, importance.const_values(self.analysis))
+        if not pruned.any():
+            return None
+        order = self._order(self.analysis, pruned)
+        counts = {gid: int((~pruned[np.array(self.analysis.groups[gid].units)]).sum()) for gid in order}
+        return spec_lib.spec_from_counts(self.analysis, order, counts, self.criterion, self.channel_divisible)
+
+    # --- export -----------------------------------------------------------
+    def get_slim_graph_def(self, shape_tensors=None, masks=None):
+        """Frozen slim GraphDef of the session now (fine-tuned weights included)."""
+        analysis = self._refresh()
+        if self.spec is None:
+            raise Tf1PruneError("nothing is pruned: call prune() first")
+        keep = self.spec.keep_mask(analysis)
+        if masks is not None:   # (variable -> 0/1), as prune() returned them: their zero channels go too
+            shape_of = lambda n: self.variables[n].shape.as_list() if n in self.variables \
+                else analysis.view.shape(n + ":0")  # noqa: E731
+            values = zeros_lib.mask_values(analysis, masks, shape_of)
+            keep = zeros_lib.keep_segments(analysis, keep & zeros_lib.find_zero_channels(analysis, values).keep)
+        return slim.apply_slim(analysis.plan(keep))
+
+    def _masks(self):
+        if self.mask_set is None:
+            raise Tf1PruneError("nothing is pruned: call prune() first")
+        return self.mask_set
+
+    def mask_hook(self):
+        """A SessionRunHook that keeps pruned weights zero (MonitoredTrainingSession, Estimator)."""
+        return masks_lib.MaskHook(self._masks())
+
+    @property
+    def apply_masks_op(self):
+        """Op that zeroes the pruned weights again, for custom training loops."""
+        return self._masks().apply_op
+
+    def report(self):
+        """MACs/params before and after the current spec."""
+        keep = self.spec.keep_mask(self.analysis) if self.spec is not None else None
+        return flops.count(self.analysis), flops.count(self.analysis, keep)
