@@ -121,3 +121,40 @@ def test_bad_calibration_data_is_a_clear_error():
                           ([{"input_1:0": X[:2, :5]}], "calibration batch does not run")):
         with pytest.raises(tf1prune.Tf1PruneError, match=message):
             tf1prune.recalibrate_batch_norm(gd, data, specs, outs)
+
+
+def _numpy_check(gd, specs, outputs, feeds):
+    """Our statistics against numpy moments of each BatchNorm's input in the training-mode graph."""
+    a = tf1prune.analyze(gd, specs, outputs)
+    calibrator = calibrate.Calibrator(a)
+    stats = calibrator.statistics(feeds)
+    training_gd, _ = calibrate.batchnorm.training_graph(gd, calibrator.sites)
+    for site in calibrator.sites:
+        xs = [run_graph(training_gd, feed, [site.x])[0].astype(np.float64) for feed in feeds]
+        axes = tuple(i for i in range(xs[0].ndim) if i != site.axis)
+        n = [x.size / x.shape[site.axis] for x in xs]
+        mean = np.average([x.mean(axes) for x in xs], axis=0, weights=n)
+        var = np.average([x.var(axes, ddof=1 if site.unbiased else 0) for x in xs], axis=0, weights=n)
+        np.testing.assert_allclose(stats[site.mean].reshape(-1), mean, rtol=1e-3, atol=1e-4, err_msg=site.node)
+        np.testing.assert_allclose(stats[site.variance].reshape(-1), var, rtol=2e-3, atol=1e-4, err_msg=site.node)
+    calibrator.close()
+    return calibrator
+
+
+def test_random_architectures_statistics():
+    """Every BatchNorm of random architectures (fused and unfused) is found and re-estimated exactly."""
+    from hypothesis import HealthCheck, given, settings
+    import test_property
+
+    @settings(max_examples=8, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(arch=test_property.architectures())
+    def check(arch):
+        gd, specs = test_property.frozen(arch, 0)
+        shape = specs["input:0"][0]
+        rng = np.random.RandomState(0)
+        feeds = [{"input:0": rng.randn(*((b,) + tuple(shape[1:]))).astype(np.float32)} for b in (4, 3)]
+        calibrator = _numpy_check(gd, specs, ["logits"], feeds)
+        batch_norms = [n for n in gd.node if n.op.startswith("FusedBatchNorm") or n.op == "Rsqrt"]
+        assert len(calibrator.sites) == len(batch_norms), [n.name for n in batch_norms]
+    check()

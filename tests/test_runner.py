@@ -370,3 +370,32 @@ def test_ref_variables(tmp_path):
         expected = sess.run(logits, feed)
         got = run_graph(runner.get_slim_graph_def(), feed, [logits.name])[0]
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+CALIBRATION = [{"input_1:0": X[:3]}, {"input_1:0": X[3:]}]
+
+
+def test_recalibrate_sets_the_session_statistics(tmp_path):
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = IterativePruningRunner("r", sess, SPECS, OUT, workspace=str(tmp_path))
+        expected = tf1prune.recalibrate_batch_norm(runner.frozen_graph_def(), CALIBRATION, SPECS, OUT)
+        names = runner.recalibrate(CALIBRATION)
+        assert names and all("moving" in n for n in names)
+        nodes = {n.name: n for n in expected.node}
+        for name in names:
+            np.testing.assert_allclose(sess.run(runner.variables[name]),
+                                       tf.make_ndarray(nodes[name].attr["value"].tensor), rtol=1e-5, atol=1e-6)
+
+
+def test_ana_with_calibration_is_recorded_and_checked_against_uniform(tmp_path):
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = IterativePruningRunner("c", sess, SPECS, OUT, workspace=str(tmp_path))
+        sens = runner.ana(lambda gd: 1.0, calibration_data=CALIBRATION, progress=None, ratios=(0.3, 0.6))
+        assert sens.calibrated and json.load(open(sens.path))["calibrated"] is True
+        with pytest.raises(tf1prune.Tf1PruneError, match="with BatchNorm calibration"):
+            runner.ana(lambda gd: 1.0, progress=None, ratios=(0.3, 0.6))
+        runner.prune(sparsity=0.5)   # a flat metric: the allocation cannot score better, uniform is kept
+        uniform = tf1prune.make_spec(runner.analysis, sparsity=0.5)
+        assert [g["keep"] for g in runner.spec.groups] == [g["keep"] for g in uniform.groups]

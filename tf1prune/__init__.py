@@ -24,6 +24,11 @@ Checkpoints (hard pruning, and soft filter pruning of inverted-residual / SE blo
     tf1prune.strip_checkpoint(model, model.keep_mask(spec='m.spec'), 'slim/')
     sfp = tf1prune.SoftFilterPruner('m.ckpt.meta', 'm.ckpt', ['logits/BiasAdd'], output_dir='sfp')
 
+Fine-grained (weight-level) sparsity in sessions, with TFMOT's names::
+
+    pruner = tf1prune.sparsity.WeightPruner(sess, ["logits"], tf1prune.sparsity.ConstantSparsity(0.5, 0),
+                                            m_by_n=(2, 4))
+
 New ops: one :func:`register` call (see :mod:`tf1prune.rules`).  One level down,
 ``analysis.plan(spec)`` gives the :class:`Plan` that every back-end applies.
 
@@ -53,10 +58,13 @@ _EXPORTS = {
     "save_graph_def": "tf1prune.files",
     "parse_input_specs": "tf1prune.graph",
 }
+_MODULES = ("rules", "sparsity")   # submodules used as namespaces: tf1prune.sparsity.WeightPruner
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
+    if name in _MODULES:
+        return importlib.import_module("tf1prune." + name)
     if name in _EXPORTS:
         module, attr = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
         return getattr(importlib.import_module(module), attr)

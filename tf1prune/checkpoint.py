@@ -472,6 +472,33 @@ def staged_checkpoint(output_dir, basename, extra=()):
             shutil.rmtree(output_dir, ignore_errors=True)
 
 
+def write_masked_copy(model, prefix, reader, masks, output_dir):
+    """Copy checkpoint ``prefix`` (its ``reader``) into ``output_dir`` with variables multiplied by
+    0/1 ``masks`` (variable node -> array), their optimizer slots too (also those of an optimizer the
+    meta graph lacks: entries named ``<key>/...`` of the variable's shape); the meta graph saved with
+    the checkpoint (else the model's) is copied beside it.  Returns the new prefix."""
+    keyed = {}
+    for var, mask in masks.items():
+        for key in [model.key(var)] + model.slots.get(var, []):
+            keyed[key] = mask
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    for key in shapes:
+        owner = next((k for k in list(keyed) if key.startswith(k + "/")), None)
+        if key not in keyed and owner is not None and list(shapes[key]) == list(np.shape(keyed[owner])):
+            keyed[key] = keyed[owner]
+    values = {}
+    for key in shapes:
+        value = read_tensor(reader, key, prefix)
+        values[key] = (value * keyed[key]).astype(value.dtype) if key in keyed else value
+    basename = os.path.basename(prefix)
+    check_outputs(output_dir, None, [(prefix, None), (model.prefix, model.meta_path)])
+    with staged_checkpoint(output_dir, basename) as staging:
+        write_checkpoint(staging, values, dtypes)
+        own_meta = prefix + ".meta"
+        shutil.copyfile(own_meta if os.path.exists(own_meta) else model.meta_path, staging + ".meta")
+    return os.path.join(output_dir, basename)
+
+
 def freeze(meta_graph, prefix, output_node_names):
     """Frozen GraphDef of a meta graph restored from checkpoint ``prefix``."""
     graph = tf.Graph()

@@ -252,9 +252,9 @@ class Context:
     def add_rewrite(self, rewrite):
         self.rewrites.append(rewrite)
 
-    def add_layer(self, node, kind, kernel, window, factor, dims):
+    def add_layer(self, node, kind, kernel, window, factor, dims, in_axis=None):
         self.shared.layers.append(Layer(self.prefix + node.name, kind, kernel, int(window), int(factor),
-                                        list(dims), self.path))
+                                        list(dims), self.path, in_axis))
 
     def outer_tensor(self, tensor):
         """The main-graph tensor that ``tensor`` is (through function arguments), else None."""

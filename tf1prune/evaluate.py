@@ -15,6 +15,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import pickle
+import sys
 
 from tf1prune import _worker
 from tf1prune.errors import Tf1PruneError
@@ -60,5 +61,5 @@ def evaluate(tasks, graph_def, eval_fn, devices=("/CPU:0",), executor=None, dige
                 result = (None, "%s: %s" % (type(e).__name__, e))
             yield (pending[future],) + tuple(result)
     finally:
-        if own:
-            executor.shutdown(wait=True, cancel_futures=True)
+        if own:   # cancel_futures: Python 3.9+ (TF 1.15 runs on 3.7)
+            executor.shutdown(wait=True, **({"cancel_futures": True} if sys.version_info >= (3, 9) else {}))

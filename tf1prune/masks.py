@@ -24,7 +24,6 @@ import weakref
 
 import numpy as np
 import tensorflow.compat.v1 as tf
-from tensorflow.python.util import nest
 
 from tf1prune import rules, tfcompat
 
@@ -45,6 +44,7 @@ class MaskSet:
                           for name, v in self.variables.items()}
             self.apply_op = self._apply(list(self.variables))
         self._loader = tfcompat.VariableLoader(graph)
+        self._loader.prepare(self.masks.values())
         self._values = {}
 
     @property
@@ -54,11 +54,16 @@ class MaskSet:
 
     @classmethod
     def for_graph(cls, graph, variables):
-        """The graph's mask set, created on first use (later calls must name the same variables)."""
+        """The graph's mask set, created on first use; a call naming more variables makes a set of
+        all of them, which keeps the values of the earlier masks (load them into sessions)."""
         current = _MASK_SETS.get(graph)
         if current is None or set(variables) - set(current.variables):
-            current = cls(graph, variables)
-            _MASK_SETS[graph] = current
+            merged = dict(current.variables) if current is not None else {}
+            merged.update(variables)
+            new = cls(graph, merged)
+            if current is not None:
+                new._values = dict(current._values)
+            _MASK_SETS[graph] = current = new
         return current
 
     def _apply(self, names, after=()):
@@ -70,14 +75,24 @@ class MaskSet:
         return group
 
     def load(self, sess, values):
-        """Set the masks (variables not named keep all ones) and zero the masked weights now."""
+        """Set the masks (variables not named keep their last values, or all ones) and zero the
+        masked weights now."""
         for name, mask in self.masks.items():
-            self._values[name] = np.asarray(values.get(name, np.ones(mask.shape.as_list())), mask.dtype.as_numpy_dtype)
+            default = self._values.get(name, np.ones(mask.shape.as_list()))
+            self._values[name] = np.asarray(values.get(name, default), mask.dtype.as_numpy_dtype)
         self._loader.load(sess, {self.masks[name]: value for name, value in self._values.items()})
         sess.run(self.apply_op)
 
     def values(self):
         return dict(self._values)
+
+    def remember(self, values):
+        """Record mask values that an op (not :meth:`load`) assigned."""
+        self._values.update({n: np.asarray(v) for n, v in values.items()})
+
+    def apply_after(self, ops):
+        """An op that re-applies every mask after ``ops``."""
+        return self._apply(list(self.variables), after=ops)
 
     def name_of(self, var):
         """Name of a masked variable, or None."""
@@ -96,7 +111,7 @@ class MaskSet:
         @functools.wraps(run)
         def masked_run(fetches, *args, **kwargs):
             result = run(fetches, *args, **kwargs)
-            if any(self._writes_unmasked(f, memo) for f in nest.flatten(fetches)):
+            if any(self._writes_unmasked(f, memo) for f in _flatten(fetches)):
                 run(self.apply_op)
             return result
         sess.run = masked_run
@@ -150,6 +165,15 @@ def _reset_keras_train_functions(graph):
             inputs = getattr(obj, "inputs", None) or []
             if inputs and inputs[0].graph is graph:
                 obj.train_function = None
+
+
+def _flatten(fetches):
+    """The leaves of a ``sess.run`` fetch structure (dict keys of any type, e.g. MonitoredSession's hooks)."""
+    if isinstance(fetches, dict):
+        return [leaf for value in fetches.values() for leaf in _flatten(value)]
+    if isinstance(fetches, (list, tuple)):
+        return [leaf for value in fetches for leaf in _flatten(value)]
+    return [fetches]
 
 
 def _is_write(op):

@@ -95,6 +95,19 @@ class SessionPruner:
         scores = importance.unit_scores(analysis, self.criterion, importance.const_values(analysis))
         return allocation.rank_units(analysis, scores, pruned)
 
+    def apply_spec(self, spec, tag="spec"):
+        """Prune the session to ``spec`` (a :class:`~tf1prune.Spec` or a spec file made for this graph),
+        kept as ``<model>_<tag>.spec``; returns ``(shape_tensors, masks)`` like ``prune``.
+
+        Example::
+
+            runner.apply_spec("other_run/mnist_sparsity_0.5.spec")
+        """
+        if isinstance(spec, str):
+            spec = spec_lib.Spec.load(spec)
+        spec.keep_mask(self._refresh())   # refuses a spec made for another graph
+        return self._save_spec(spec, tag)
+
     def _save_spec(self, spec, tag):
         """Apply ``spec`` and keep it as ``<model>_<tag>.spec`` and the workspace's latest spec."""
         self.spec = spec

@@ -33,14 +33,12 @@ BatchNorm and next-layer weights too).  Example (seed 002's loop)::
 import collections
 import json
 import os
-import shutil
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 from tf1prune.allocation import rank_units
-from tf1prune.checkpoint import CheckpointModel, check_outputs, open_checkpoint, read_tensor, \
-    staged_checkpoint, strip_checkpoint, write_checkpoint
+from tf1prune.checkpoint import CheckpointModel, open_checkpoint, strip_checkpoint, write_masked_copy
 from tf1prune.errors import Tf1PruneError
 from tf1prune.files import atomic_write
 from tf1prune.importance import channel_norms
@@ -253,16 +251,10 @@ class SoftFilterPruner:
         return keep
 
     def _zero_masks(self, selected):
-        """Checkpoint key -> (variable, 0/1 mask) zeroing the selected filters (and their slots)."""
+        """Variable -> 0/1 mask zeroing the selected filters."""
         plan = self.model.analysis.plan(self._keep(self.model.analysis, selected))
-        masks = {}
-        for var in plan.changed(FILTERS):
-            if not self.model.is_variable(var):
-                continue
-            mask = plan.mask(var, self.model.var_shape(var), FILTERS)
-            for k in [self.model.key(var)] + self.model.slots.get(var, []):
-                masks[k] = (var, mask)
-        return masks
+        return {var: plan.mask(var, self.model.var_shape(var), FILTERS)
+                for var in plan.changed(FILTERS) if self.model.is_variable(var)}
 
     def soft_prune(self, checkpoint=None, reselect=None):
         """Zero the selected filters of ``checkpoint`` (default: the latest one) in a copy written to
@@ -277,29 +269,10 @@ class SoftFilterPruner:
         if reselect is None:
             reselect = self.selected is None or self._selected_at != self.threshold
         selected = self.select(prefix) if reselect else self.selected
-        masks = self._zero_masks(selected)
-        shapes = reader.get_variable_to_shape_map()
-        for key in shapes:   # slots of an optimizer the meta graph does not have (retrained otherwise)
-            owner = next((k for k in list(masks) if key.startswith(k + "/")), None)
-            if key not in masks and owner is not None and list(shapes[key]) == list(masks[owner][1].shape):
-                masks[key] = masks[owner]
-        dtypes = reader.get_variable_to_dtype_map()
-        values = {}
-        for key in reader.get_variable_to_shape_map():
-            value = read_tensor(reader, key, prefix)
-            if key in masks:
-                value = (value * masks[key][1]).astype(value.dtype)
-            values[key] = value
-        basename = os.path.basename(prefix)
-        check_outputs(self.output_dir, None, [(prefix, None), (self.model.prefix, self.model.meta_path)])
-        with staged_checkpoint(self.output_dir, basename) as staging:
-            write_checkpoint(staging, values, dtypes)
-            own_meta = prefix + ".meta"   # the meta graph saved with the checkpoint, if any
-            shutil.copyfile(own_meta if os.path.exists(own_meta) else self.model.meta_path, staging + ".meta")
+        self.checkpoint = write_masked_copy(self.model, prefix, reader, self._zero_masks(selected), self.output_dir)
         record = {"threshold": self.threshold, "method": self.method, "source": prefix,
                   "selected": selected}
         atomic_write(os.path.join(self.output_dir, "sfp_filters.json"), json.dumps(record, indent=1))
-        self.checkpoint = os.path.join(self.output_dir, basename)
         return self.checkpoint
 
     def hook(self, every_n_steps):
@@ -309,8 +282,7 @@ class SoftFilterPruner:
         ``MonitoredTrainingSession`` does) saves the step's weights before they are zeroed again."""
         if self.selected is None:
             raise Tf1PruneError("nothing is selected yet: call select() or soft_prune() first")
-        masks = {var: mask for var, mask in self._zero_masks(self.selected).values()}
-        return _ZeroHook(masks, every_n_steps)
+        return _ZeroHook(self._zero_masks(self.selected), every_n_steps)
 
     def summary(self, checkpoint=None):
         """How many selected filters converged to zero in ``checkpoint`` (a retrained one; default:

@@ -37,14 +37,19 @@ class VariableLoader:
     def __init__(self, graph):
         self.graph, self._ops = graph, {}
 
-    def load(self, sess, values):
-        """``values``: {tf.Variable: array}."""
-        feeds, ops = {}, []
-        for var, value in values.items():
+    def prepare(self, variables):
+        """Make the ops of ``variables`` now (before a MonitoredSession finalizes the graph)."""
+        for var in variables:
             if var not in self._ops:
                 with self.graph.as_default(), tf.name_scope("tf1prune_load"):
                     holder = tf.placeholder(var.dtype.base_dtype, var.shape)
                     self._ops[var] = (holder, var.assign(holder).op if not is_ref(var) else tf.assign(var, holder).op)
+
+    def load(self, sess, values):
+        """``values``: {tf.Variable: array}."""
+        feeds, ops = {}, []
+        self.prepare(values)
+        for var, value in values.items():
             holder, op = self._ops[var]
             feeds[holder] = value
             ops.append(op)

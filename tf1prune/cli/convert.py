@@ -29,15 +29,47 @@ flags.DEFINE_string("calibration_data", None, "Inputs for --search: a .npz file 
 flags.DEFINE_integer("calibration_batch", 64, "Batch size of --calibration_data.", lower_bound=1)
 flags.DEFINE_enum("search_metric", "kl", ["kl", "top1", "mse"], "Agreement with the original outputs: KL "
                   "divergence of the softmax, top-1 agreement, or relative squared error.")
+flags.DEFINE_float("weight_sparsity", None, "Fine-grained: zero this share of every layer's weights by "
+                   "magnitude (after channel pruning, if any), in [0, 1).")
+flags.DEFINE_string("m_by_n", None, "Fine-grained N:M sparsity, e.g. 2:4: keep N of every M consecutive "
+                    "input-channel weights.")
+flags.DEFINE_string("block", None, "With --weight_sparsity: prune whole blocks of the kernels' last two axes, "
+                    "e.g. 1x4.")
+flags.DEFINE_enum("block_pooling", "AVG", ["AVG", "MAX"], "How a block's magnitude is pooled.")
 flags.DEFINE_bool("best_effort", False, "Write the closest graph when the target cannot be met (with a warning), "
                   "and an unpruned graph when nothing is prunable.")
 
 
+def _fine_grained():
+    """The fine-grained options: (sparsity, m_by_n, block size), or None."""
+    if FLAGS.weight_sparsity is None and FLAGS.m_by_n is None:
+        if FLAGS.block:
+            raise Tf1PruneError("--block needs --weight_sparsity")
+        return None
+    if FLAGS.weight_sparsity is not None and FLAGS.m_by_n is not None:
+        raise Tf1PruneError("give --weight_sparsity or --m_by_n, not both (N:M sets the sparsity)")
+    if FLAGS.weight_sparsity is not None and not 0 <= FLAGS.weight_sparsity < 1:
+        raise Tf1PruneError("--weight_sparsity must be in [0, 1), got %r" % FLAGS.weight_sparsity)
+    m_by_n = block = None
+    try:
+        if FLAGS.m_by_n is not None:
+            m_by_n = tuple(int(v) for v in FLAGS.m_by_n.split(":"))
+            assert len(m_by_n) == 2
+        block = tuple(int(v) for v in FLAGS.block.lower().split("x")) if FLAGS.block else (1, 1)
+        assert len(block) == 2
+    except (ValueError, AssertionError):
+        raise Tf1PruneError("--m_by_n is N:M (e.g. 2:4) and --block is HxW (e.g. 1x4)")
+    if FLAGS.sparse_graph:
+        raise Tf1PruneError("--sparse_graph cannot be combined with fine-grained sparsity")
+    return FLAGS.weight_sparsity, m_by_n, block
+
+
 def _check_args():
-    """Exactly one of --sparsity/--ratio/--spec, in range; outputs distinct from inputs and each other."""
+    """One of --sparsity/--ratio/--spec (or only fine-grained options), in range; outputs distinct
+    from inputs and each other."""
     given = [n for n in ("sparsity", "ratio", "spec") if FLAGS[n].value is not None]
-    if len(given) != 1:
-        raise Tf1PruneError("give exactly one of --sparsity, --ratio or --spec (got %s)"
+    if len(given) > 1 or (not given and _fine_grained() is None):
+        raise Tf1PruneError("give exactly one of --sparsity, --ratio or --spec (got %s), or fine-grained options"
                             % (", ".join("--" + n for n in given) or "none"))
     for name in ("sparsity", "ratio"):
         value = FLAGS[name].value
@@ -117,20 +149,31 @@ def main():
     from tf1prune.spec import Spec, make_spec
     _check_args()
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
+    fine = _fine_grained()
     if FLAGS.spec:
         spec = Spec.load(FLAGS.spec)
     elif FLAGS.search:
         spec = _search(analysis)
-    else:
+    elif FLAGS.sparsity is not None or FLAGS.ratio is not None:
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
                          channel_divisible=FLAGS.channel_divisible, best_effort=FLAGS.best_effort)
+    else:
+        spec = make_spec(analysis, ratios={})   # channels untouched: fine-grained only
     plan = analysis.plan(spec)
-    if not plan.pruned and not FLAGS.best_effort:
+    if not plan.pruned and not FLAGS.best_effort and fine is None:
         blockers = "; ".join("group %d (%d MACs): %s" % (g.id, m, g.reason)
                              for m, g in allocation.blocked_macs(analysis)[:3])
         raise Tf1PruneError("no channel would be removed%s (--best_effort writes the graph anyway)"
                             % (": the most MACs are held by " + blockers if blockers else ""))
-    outputs = [("slim graph", FLAGS.output_graph, functools.partial(save_graph_def, slim.apply_slim(plan)))]
+    slim_gd, report = slim.apply_slim(plan), None
+    if fine is not None:
+        from tf1prune import sparsity
+        slim_gd, report, skipped = sparsity.sparsify_graph_def(
+            slim_gd, analysis.view.input_specs, analysis.view.output_node_names, fine[0], fine[1], fine[2],
+            FLAGS.block_pooling, cli.names(FLAGS.excludes))
+        for layer, why in skipped:
+            print("fine-grained sparsity skips %s: %s" % (layer, why))
+    outputs = [("slim graph", FLAGS.output_graph, functools.partial(save_graph_def, slim_gd))]
     if FLAGS.sparse_graph:
         outputs.append(("sparse graph", FLAGS.sparse_graph,
                         functools.partial(save_graph_def, slim.apply_sparse(plan))))
@@ -154,6 +197,11 @@ def main():
     print("params: %d -> %d" % (before.params, after.params))
     print("MACs reduction: %.2f%%%s" % (100.0 * (1 - after.macs / before.macs) if before.macs else 0.0,
                                         "" if before.complete else " of the counted MACs"))
+    if report is not None:
+        from tf1prune import sparsity
+        print(sparsity.report_table(report))
+        print("(TensorFlow's CPU kernels do not run faster on unstructured zeros: the gain is the compressed "
+              "size; see tf1prune-analyze --sparsity_report)")
 
 
 def run():

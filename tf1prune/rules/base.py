@@ -196,12 +196,14 @@ class Dim(collections.namedtuple("Dim", "elems fixed")):
         return len(self.elems) + self.fixed
 
 
-class Layer(collections.namedtuple("Layer", "node kind kernel window factor dims path")):
+class Layer(collections.namedtuple("Layer", "node kind kernel window factor dims path in_axis",
+                                   defaults=(None,))):
     """A counted layer: MACs = ``factor`` x the product of its dims' kept sizes.
 
     ``kernel``: the parameter node of its weights (None when they are not constants);
     ``window``: kernel positions per output (kh*kw; 1 for dense); ``path``: the alternative
-    branches (``(call node, branch index)``...) that hold it, () in the main graph.
+    branches (``(call node, branch index)``...) that hold it, () in the main graph;
+    ``in_axis``: the kernel's input-channel axis (N:M groups run along it).
     """
 
     @property

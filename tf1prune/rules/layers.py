@@ -77,7 +77,7 @@ def layer(ctx, node):
     if why:
         ctx.opaque(node, why)
         return ctx.add_layer(node, spec.kind, ctx.param_source(k), window, positions * window,
-                             [Dim(fixed=ks[k_in]), Dim(fixed=ks[k_out])])
+                             [Dim(fixed=ks[k_in]), Dim(fixed=ks[k_out])], k_in)
     elems_in = ctx.channel_in(x, x_axis, node)
     if elems_in is not None:
         ctx.bind(k, k_in, elems_in, Role.KERNEL_IN, where)
@@ -87,7 +87,7 @@ def layer(ctx, node):
     if spec.kind == "transposed_conv":   # the output size input names the output channels
         ctx.rewrite_shape(ins[0], y_axis, elems_out, node)
     ctx.add_layer(node, spec.kind, ctx.param_source(k), window, positions * window,
-                  [Dim(elems_in) if elems_in is not None else Dim(fixed=ks[k_in]), Dim(elems_out)])
+                  [Dim(elems_in) if elems_in is not None else Dim(fixed=ks[k_in]), Dim(elems_out)], k_in)
 
 
 def _depthwise(ctx, node):
@@ -102,14 +102,14 @@ def _depthwise(ctx, node):
     factor = static_size(ys) // ys[axis] * window
     if not ctx.is_param(k):
         ctx.opaque(node, "kernel is not a constant or variable")
-        return ctx.add_layer(node, "depthwise", None, window, factor, [Dim(fixed=ks[2] * ks[3])])
+        return ctx.add_layer(node, "depthwise", None, window, factor, [Dim(fixed=ks[2] * ks[3])], 2)
     elems_in = ctx.channel_in(x, axis, node)
     if elems_in is None:
-        return ctx.add_layer(node, "depthwise", ctx.param_source(k), window, factor, [Dim(fixed=ks[2] * ks[3])])
+        return ctx.add_layer(node, "depthwise", ctx.param_source(k), window, factor, [Dim(fixed=ks[2] * ks[3])], 2)
     ctx.bind(k, 2, elems_in, Role.FILTER, "%s '%s'" % (node.op, node.name))
     elems_out = np.repeat(elems_in, ks[3])
     ctx.set(node.name + ":0", axis, elems_out)
-    ctx.add_layer(node, "depthwise", ctx.param_source(k), window, factor, [Dim(elems_out)])
+    ctx.add_layer(node, "depthwise", ctx.param_source(k), window, factor, [Dim(elems_out)], 2)
 
 
 def _batch_matmul(ctx, node):
