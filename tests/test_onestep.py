@@ -157,3 +157,18 @@ def test_ana_and_search_on_a_dask_cluster_match_in_process(tmp_path, monkeypatch
             assert dask_sens.results[gid][ratio] == pytest.approx(value, rel=1e-5)
     assert [c["score"] for c in dask_search.candidates] == pytest.approx([c["score"] for c in local_search.candidates],
                                                                         rel=1e-5)
+
+
+def test_a_second_search_keeps_the_channels_pruned_earlier(tmp_path):
+    graph, sess, _ = resnet_model()
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        runner.search(eval_fn, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
+        runner.prune(sparsity=0.5)
+        first = {g["id"]: set(g["keep"]) for g in runner.spec.groups}
+        search = runner.search(eval_fn, CALIBRATION, num_subnet=3, sparsity=0.7, progress=None)
+        for c in search.candidates:
+            assert all(c["counts"][gid] <= len(kept) for gid, kept in first.items())
+        runner.prune(sparsity=0.7)
+        for g in runner.spec.groups:
+            assert set(g["keep"]) <= first[g["id"]]

@@ -79,9 +79,11 @@ class Search:
         return [dict(self.candidates[i], index=i) for i in self.ranked()[:k]]
 
 
-def sample_candidates(analysis, order, sparsity, count, divisible=1, spread=0.3, seed=0, max_rejections=None):
+def sample_candidates(analysis, order, sparsity, count, divisible=1, spread=0.3, seed=0, max_rejections=None,
+                      cap=None):
     """``count`` distinct per-group kept counts within half a point of ``sparsity``: the uniform
-    allocation first, then log-normal perturbations of it (deterministic for a ``seed``)."""
+    allocation first, then log-normal perturbations of it (deterministic for a ``seed``); ``cap``
+    bounds each group's count (channels pruned earlier stay pruned)."""
     rng = np.random.RandomState(seed)
     gids = sorted(order)
     out, seen, rejected = [], set(), 0
@@ -92,8 +94,8 @@ def sample_candidates(analysis, order, sparsity, count, divisible=1, spread=0.3,
             mean = np.mean(list(w.values()))
             return {g: allocation.keep_count(analysis.groups[g].channels, min(0.98, t * w[g] / mean), divisible)
                     for g in gids}
-        counts = allocation.solve_sparsity(analysis, order, sparsity, divisible, counts_at)
-        problem = allocation.target_problem(analysis, order, counts, sparsity)
+        counts = allocation.solve_sparsity(analysis, order, sparsity, divisible, counts_at, cap)
+        problem = allocation.target_problem(analysis, order, counts, sparsity, cap)
         key = tuple(counts[g] for g in gids)
         if problem or key in seen:
             rejected += 1
@@ -136,10 +138,10 @@ class OneStepPruningRunner(SessionPruner):
         calibration_data = calibrate.feed_batches(calibration_data)
         os.makedirs(self.workspace, exist_ok=True)
         analysis = self._refresh()
-        order = self._order(analysis)
+        order, cap = self._pruned_order(analysis)
         search = Search.open(self._search_path(sparsity), analysis.digest(), sparsity, higher_is_better, recompute)
         wanted = sample_candidates(analysis, order, sparsity, num_subnet, self.channel_divisible, spread, seed,
-                                   max_rejections)
+                                   max_rejections, cap)
         macs = allocation.MacsModel(analysis, order)
         for counts in wanted[len(search.candidates):]:
             search.candidates.append({"counts": counts, "score": None, "error": None, "macs": int(macs(counts))})
@@ -168,6 +170,12 @@ class OneStepPruningRunner(SessionPruner):
         search.save()
         return search
 
+    def _pruned_order(self, analysis):
+        """The ranking with channels pruned earlier last, and each group's cap (its kept count)."""
+        if self.spec is None:
+            return self._order(analysis), None
+        return self._order(analysis, ~self.spec.keep_mask(analysis)), {g["id"]: len(g["keep"]) for g in self.spec.groups}
+
     def prune(self, sparsity, index=None):
         """Prune in place to the best searched candidate at ``sparsity`` (or the ``index``-th best);
         returns ``(shape_tensors, masks)`` with the masks semantics of :class:`IterativePruningRunner`."""
@@ -186,7 +194,7 @@ class OneStepPruningRunner(SessionPruner):
         if index is not None and (isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(ranked)):
             raise Tf1PruneError("index must be in [0, %d), got %r" % (len(ranked), index))
         counts = search.candidates[ranked[index or 0]]["counts"]
-        order = self._order(analysis)
+        order = self._pruned_order(analysis)[0]
         return self._save_spec(spec_lib.spec_from_counts(analysis, order, counts, self.criterion,
                                                          self.channel_divisible), "sparsity_%g" % sparsity)
 
