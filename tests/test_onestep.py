@@ -89,19 +89,19 @@ def test_search_errors(tmp_path):
     graph, sess, _ = seed_model()
     with graph.as_default():
         runner = OneStepPruningRunner("m", sess, SPECS, OUT, workspace=str(tmp_path))
-        with pytest.raises(tf1prune.Tf1PruneError, match="distinct candidates within half a point"):
-            runner.search(mnist_eval_fn, CALIBRATION, num_subnet=6, sparsity=0.5, progress=None)
         with pytest.raises(tf1prune.Tf1PruneError, match="call search"):
             runner.prune(sparsity=0.5)
+        search = runner.search(mnist_eval_fn, CALIBRATION, num_subnet=60, sparsity=0.5, progress=None)
+        assert 1 < len(search.candidates) < 60          # two groups: the space runs out, with a warning
+        assert len({tuple(sorted(c["counts"].items())) for c in search.candidates}) == len(search.candidates)
         with pytest.raises(tf1prune.Tf1PruneError, match="num_subnet"):
             runner.search(mnist_eval_fn, CALIBRATION, num_subnet=0)
         with pytest.raises(tf1prune.Tf1PruneError, match="sparsity must be in"):
             runner.search(mnist_eval_fn, CALIBRATION, sparsity=1.5)
         with pytest.raises(tf1prune.Tf1PruneError, match="holds no batch"):
             runner.search(mnist_eval_fn, [], sparsity=0.5)
-        runner.search(mnist_eval_fn, CALIBRATION, num_subnet=2, sparsity=0.5, progress=None)
         with pytest.raises(tf1prune.Tf1PruneError, match="index must be"):
-            runner.prune(sparsity=0.5, index=7)
+            runner.prune(sparsity=0.5, index=len(search.candidates))
 
 
 def test_a_failing_eval_fn_is_recorded(tmp_path):
@@ -172,3 +172,24 @@ def test_a_second_search_keeps_the_channels_pruned_earlier(tmp_path):
         runner.prune(sparsity=0.7)
         for g in runner.spec.groups:
             assert set(g["keep"]) <= first[g["id"]]
+
+
+def test_rerunning_a_search_after_a_restart_resumes_it(tmp_path):
+    graph, sess, _ = resnet_model()
+    calls = []
+
+    def counting(gd):
+        calls.append(1)
+        return eval_fn(gd)
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        first = runner.search(counting, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
+        runner.prune(sparsity=0.5)
+        kept = runner.spec.groups
+        restarted = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        assert restarted.spec.groups == kept                 # the latest spec came back
+        n = len(calls)
+        again = restarted.search(counting, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
+        assert len(calls) == n and again.candidates == first.candidates
+        restarted.prune(sparsity=0.5)
+        assert restarted.spec.groups == kept

@@ -21,6 +21,7 @@ import os
 import time
 
 import numpy as np
+import tensorflow.compat.v1 as tf
 
 from tf1prune import allocation, calibrate, sensitivity, spec as spec_lib
 from tf1prune.errors import Tf1PruneError
@@ -37,6 +38,7 @@ class Search:
     def __init__(self, path, digest, sparsity, higher_is_better=True):
         self.path, self.digest, self.sparsity = path, digest, float(sparsity)
         self.higher_is_better = higher_is_better
+        self.cap = None             # each group's kept count when the search began (channels pruned earlier)
         self.baseline = None        # the unpruned model's score (after calibration)
         self.candidates = []        # {"counts": {gid: n}, "macs": int, "score": float|None, "error": str|None}
 
@@ -59,6 +61,7 @@ class Search:
                 raise Tf1PruneError("search file %r was made with %s=%r, not %r: delete it or pass recompute=True"
                                     % (path, key, data.get(key), want))
         search.baseline = data.get("baseline")
+        search.cap = {int(g): n for g, n in data["cap"].items()} if data.get("cap") else None
         search.candidates = [dict(c, counts={int(g): n for g, n in c["counts"].items()}) for c in data["candidates"]]
         return search
 
@@ -66,6 +69,7 @@ class Search:
         atomic_write(self.path, json.dumps({
             "format": FORMAT, "version": 1, "graph_digest": self.digest, "sparsity": self.sparsity,
             "higher_is_better": self.higher_is_better, "calibrated": True, "baseline": self.baseline,
+            "cap": {str(g): n for g, n in self.cap.items()} if self.cap else None,
             "candidates": self.candidates}, indent=1, sort_keys=True))
 
     def ranked(self):
@@ -81,9 +85,10 @@ class Search:
 
 def sample_candidates(analysis, order, sparsity, count, divisible=1, spread=0.3, seed=0, max_rejections=None,
                       cap=None):
-    """``count`` distinct per-group kept counts within half a point of ``sparsity``: the uniform
+    """Up to ``count`` distinct per-group kept counts within half a point of ``sparsity``: the uniform
     allocation first, then log-normal perturbations of it (deterministic for a ``seed``); ``cap``
-    bounds each group's count (channels pruned earlier stay pruned)."""
+    bounds each group's count (channels pruned earlier stay pruned).  Fewer are returned, with a
+    warning, when ``max_rejections`` samples in a row fail; an unreachable target raises."""
     rng = np.random.RandomState(seed)
     gids = sorted(order)
     out, seen, rejected = [], set(), 0
@@ -101,10 +106,11 @@ def sample_candidates(analysis, order, sparsity, count, divisible=1, spread=0.3,
             rejected += 1
             if problem and not out:
                 raise Tf1PruneError(problem)
-            if rejected > limit:
-                raise Tf1PruneError("found %d of %d distinct candidates within half a point of %.1f%% fewer MACs "
-                                    "after %d rejections (%s)" % (len(out), count, 100 * sparsity, rejected,
-                                                                  problem or "duplicates"))
+            if rejected > limit:   # the space is exhausted (few groups, or a tight cap): search what exists
+                tf.logging.warning("search: found %d of %d distinct candidates within half a point of %.1f%% fewer "
+                                   "MACs after %d rejections (%s)", len(out), count, 100 * sparsity, rejected,
+                                   problem or "duplicates")
+                break
         else:
             seen.add(key)
             out.append(counts)
@@ -140,11 +146,15 @@ class OneStepPruningRunner(SessionPruner):
         analysis = self._refresh()
         order, cap = self._pruned_order(analysis)
         search = Search.open(self._search_path(sparsity), analysis.digest(), sparsity, higher_is_better, recompute)
-        wanted = sample_candidates(analysis, order, sparsity, num_subnet, self.channel_divisible, spread, seed,
-                                   max_rejections, cap)
-        macs = allocation.MacsModel(analysis, order)
-        for counts in wanted[len(search.candidates):]:
-            search.candidates.append({"counts": counts, "score": None, "error": None, "macs": int(macs(counts))})
+        if search.candidates:   # resuming: sample under the constraints the search began with
+            cap = search.cap
+        search.cap = cap
+        if len(search.candidates) < num_subnet:
+            wanted = sample_candidates(analysis, order, sparsity, num_subnet, self.channel_divisible, spread, seed,
+                                       max_rejections, cap)
+            macs = allocation.MacsModel(analysis, order)
+            for counts in wanted[len(search.candidates):]:
+                search.candidates.append({"counts": counts, "score": None, "error": None, "macs": int(macs(counts))})
         patcher = sensitivity.Patcher(analysis, order, self.channel_divisible, calibration_data=calibration_data)
         try:
             if search.baseline is None:

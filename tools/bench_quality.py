@@ -223,6 +223,8 @@ def run(seed, method, sparsity):
     cls = tf1prune.OneStepPruningRunner if method.startswith("onestep") else tf1prune.IterativePruningRunner
     workspace = os.path.join(seed.workdir, "ws_" + method.split("20")[0].split("50")[0])
     os.makedirs(workspace, exist_ok=True)
+    if os.path.exists(os.path.join(workspace, "latest_spec")):   # every run prunes once from the baseline;
+        os.remove(os.path.join(workspace, "latest_spec"))        # only the caches are shared
     graph, sess, info, runner = seed.session(cls=cls, criterion="bn_gamma" if method == "uniform-bn" else "l1",
                                              workspace=workspace)
     with graph.as_default(), sess.as_default():

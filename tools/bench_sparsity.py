@@ -7,9 +7,9 @@ configuration restores it and fine-tunes ``--finetune_epochs`` with the same opt
 and data order while a ``WeightPruner`` (``PolynomialDecay`` from 0 over the first 2/3 of the
 fine-tuning steps for unstructured and block sparsity; ``ConstantSparsity`` from step 0 for N:M)
 keeps its masks; ``dense`` fine-tunes without one (the control).  ``channels50+2:4`` first prunes
-50% of the MACs by channels (uniform L1), then fine-tunes with 2:4.  Each result is measured on the
-10k test set after an exact BatchNorm re-estimation; the frozen graph's gzip size and its batch-1
-CPU latency (median of interleaved runs against dense) are reported too.
+50% of the MACs by channels (uniform L1, multiples of 4 channels), then fine-tunes with 2:4.  Each
+result is measured on the 10k test set after an exact BatchNorm re-estimation; the frozen graph's
+gzip size and its batch-1 CPU latency (median of interleaved runs against dense) are reported too.
 """
 import gzip
 import os
@@ -96,7 +96,8 @@ def run(name, seed, ckpt, ds, calibration):
         tf.train.Saver(var_list=info.model.weights).restore(sess, ckpt)
         callbacks = []
         if channels:
-            runner = tf1prune.IterativePruningRunner(FLAGS.model, sess, SPECS, [output], workspace=tempfile.mkdtemp())
+            runner = tf1prune.IterativePruningRunner(FLAGS.model, sess, SPECS, [output], workspace=tempfile.mkdtemp(),
+                                                     channel_divisible=4)   # N:M needs whole groups of 4 inputs
             runner.prune(sparsity=0.5, strategy="uniform")
         if kind is not None:
             schedule = ConstantSparsity(target, 0, frequency=100) if kind == "nm" else \
