@@ -15,12 +15,14 @@ setup(
         "tf": ["tensorflow"],
         "keras": ["tf_keras", "tf-slim"],
         "dask": ["distributed"],
-        "test": ["pytest", "hypothesis", "tf_keras", "tf-slim", "distributed"],
+        "report": ["matplotlib"],
+        "test": ["pytest", "hypothesis", "tf_keras", "tf-slim", "distributed", "matplotlib"],
     },
     entry_points={
         "console_scripts": [
             "tf1prune-analyze=tf1prune.cli.analyze:run",
             "tf1prune-convert=tf1prune.cli.convert:run",
+            "tf1prune-benchmark=tf1prune.cli.benchmark:run",
             "tf1prune-strip-checkpoint=tf1prune.cli.strip_checkpoint:run",
         ],
     },

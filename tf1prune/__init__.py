@@ -57,6 +57,7 @@ _EXPORTS = {
     "load_graph_def": "tf1prune.files",
     "save_graph_def": "tf1prune.files",
     "parse_input_specs": "tf1prune.graph",
+    "write_report": "tf1prune.report",
 }
 _MODULES = ("rules", "sparsity")   # submodules used as namespaces: tf1prune.sparsity.WeightPruner
 __all__ = sorted(_EXPORTS)

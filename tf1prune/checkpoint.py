@@ -32,6 +32,7 @@ from tf1prune.analysis import analyze
 from tf1prune.errors import Tf1PruneError
 from tf1prune.files import atomic_write, read_proto, save_graph_def
 from tf1prune.names import node_of
+from tf1prune.progress import Steps
 from tf1prune.spec import Spec
 
 VARIABLE_COLLECTIONS = ("variables", "trainable_variables", "model_variables")  # saved ones
@@ -295,13 +296,16 @@ class CheckpointModel:
                     out[key] = var
         return out
 
-    def checkpoint_values(self, plan):
-        """Every checkpoint entry, sliced to the kept channels of ``plan`` where it is bound to channels."""
+    def checkpoint_values(self, plan, progress=None):
+        """Every checkpoint entry, sliced to the kept channels of ``plan`` where it is bound to channels
+        (``progress``: see :mod:`tf1prune.progress`)."""
         like = self.sliced_variables()
         values = {}
+        steps = Steps(len(self.ckpt_shapes), progress, "strip")
         for key in self.ckpt_shapes:
             value = read_tensor(self.reader, key, self.prefix)
             values[key] = plan.slice(like[key], value) if key in like else value
+            steps.tick(key)
         return values
 
 
@@ -511,12 +515,13 @@ def freeze(meta_graph, prefix, output_node_names):
     return slim.strip_unused_functions(frozen)
 
 
-def strip_checkpoint(model, keep, output_dir, output_graph=None, inputs=()):
+def strip_checkpoint(model, keep, output_dir, output_graph=None, inputs=(), progress=True):
     """Write the slim checkpoint and meta graph of ``model`` for the kept channels ``keep`` (a
     kept-unit mask from :meth:`CheckpointModel.keep_mask`, a spec or a plan).
 
     Also writes the slim frozen GraphDef to ``output_graph`` when given.  ``inputs``: more
-    (checkpoint prefix, meta graph) pairs that must not be overwritten.  Returns a
+    (checkpoint prefix, meta graph) pairs that must not be overwritten; ``progress``: a bar with an
+    ETA on a terminal while the tensors are read (see :mod:`tf1prune.progress`).  Returns a
     :class:`StripResult` (paths, and MACs/params before and after).
     """
     check_outputs(output_dir, output_graph, [(model.prefix, model.meta_path)] + list(inputs),
@@ -524,7 +529,7 @@ def strip_checkpoint(model, keep, output_dir, output_graph=None, inputs=()):
     plan = model.analysis.plan(keep)
     model.check_left_out(plan.keep)
     meta = _slim_meta_graph(model, plan)
-    values = model.checkpoint_values(plan)
+    values = model.checkpoint_values(plan, progress)
     basename = os.path.basename(model.prefix)
     extra = []
     with staged_checkpoint(output_dir, basename, extra) as staging:

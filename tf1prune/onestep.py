@@ -23,7 +23,7 @@ import time
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from tf1prune import allocation, calibrate, sensitivity, spec as spec_lib
+from tf1prune import allocation, calibrate, progress as progress_lib, sensitivity, spec as spec_lib
 from tf1prune.errors import Tf1PruneError
 from tf1prune.evaluate import default_devices, evaluate
 from tf1prune.files import atomic_write
@@ -129,13 +129,14 @@ class OneStepPruningRunner(SessionPruner):
 
     def search(self, eval_fn, calibration_data, num_subnet=20, sparsity=0.5, gpu_ids=None, executor=None,
                higher_is_better=True, spread=0.3, seed=0, max_rejections=None, recompute=False,
-               progress=sensitivity.print_progress):
+               progress=True):
         """Sample ``num_subnet`` candidates at a MACs ``sparsity``, recalibrate each one's BatchNorm on
         ``calibration_data`` (feed dicts, or a callable returning them), score it with
         ``eval_fn(frozen_graph_def) -> float``, and keep them in ``<workspace>/<model>_sparsity_<s>.search``.
 
         Resumes an earlier search of the same graph and target; ``executor`` (any
-        ``concurrent.futures.Executor``) or several ``gpu_ids`` evaluate in worker processes.
+        ``concurrent.futures.Executor``) or several ``gpu_ids`` evaluate in worker processes;
+        ``progress``: a bar with an ETA on a terminal (see :mod:`tf1prune.progress`).
         Returns the :class:`Search`.
         """
         sparsity = spec_lib.check_fraction("sparsity", sparsity)
@@ -167,6 +168,7 @@ class OneStepPruningRunner(SessionPruner):
             tasks = ((i, patcher.keep_patches(allocation.keep_mask(analysis, order, search.candidates[i]["counts"])))
                      for i in todo)
             start, done = time.time(), 0
+            progress = progress_lib.resolve(progress, "search")
             devices = list(gpu_ids) if gpu_ids else default_devices()
             for i, value, error in evaluate(tasks, self.frozen, eval_fn, devices, executor, analysis.digest(),
                                             self.workspace):
@@ -271,7 +273,7 @@ def search_graph_def(analysis, sparsity, calibration_data, num_subnet=20, metric
     try:
         tasks = ((i, patcher.keep_patches(allocation.keep_mask(analysis, order, c)))
                  for i, c in enumerate(candidates))
-        start = time.time()
+        start, progress = time.time(), progress_lib.resolve(progress, "search")
         for i, value, error in evaluate(tasks, analysis.view.graph_def, score):
             results.append((candidates[i], value, error))
             if progress:

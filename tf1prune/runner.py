@@ -35,7 +35,7 @@ class IterativePruningRunner(SessionPruner):
 
     # --- ana --------------------------------------------------------------
     def ana(self, eval_fn, gpu_ids=None, checkpoint_interval=10, ratios=sensitivity.DEFAULT_RATIOS,
-            higher_is_better=True, executor=None, recompute=False, progress=sensitivity.print_progress,
+            higher_is_better=True, executor=None, recompute=False, progress=True,
             calibration_data=None):
         """Sensitivity analysis: ``eval_fn(frozen_graph_def) -> float`` for every group and ratio.
 
@@ -43,7 +43,8 @@ class IterativePruningRunner(SessionPruner):
         several devices (or an ``executor``) evaluates in parallel worker processes.  With
         ``calibration_data`` (feed dicts, or a callable returning them) every candidate's
         BatchNorm statistics are re-estimated on it before ``eval_fn`` sees it (adaptive BatchNorm,
-        as in EagleEye); the baseline too.
+        as in EagleEye); the baseline too.  ``progress``: a bar with an ETA on a terminal (see
+        :mod:`tf1prune.progress`).
         """
         devices = list(gpu_ids) if gpu_ids else default_devices()
         os.makedirs(self.workspace, exist_ok=True)
@@ -151,6 +152,17 @@ class IterativePruningRunner(SessionPruner):
         if sens.digest != analysis.digest():
             raise Tf1PruneError("the sensitivity analysis was made for another graph: run ana() again")
         return sens
+
+    def _report_sensitivity(self):
+        """This runner's last ``ana``, or its cached analysis when it fits the graph."""
+        if self.sens is None and not os.path.exists(self._path(self.model_name + ".sens")):
+            return []
+        try:
+            return [self._sensitivity(self.analysis)]
+        except Tf1PruneError as e:
+            tf.logging.warning("report: the sensitivity cache is left out: %s", e)
+            return []
+
 
 def _threshold_counts(analysis, sens, threshold, divisible):
     """Per group: the largest measured ratio whose drop (and every smaller one's) is within ``threshold``."""

@@ -9,12 +9,11 @@ every ``checkpoint_interval`` evaluations, so a killed run loses at most those.
 import collections
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-from tf1prune import _worker, calibrate
+from tf1prune import _worker, calibrate, progress as progress_lib
 from tf1prune.evaluate import evaluate
 from tf1prune.allocation import keep_count
 from tf1prune.errors import Tf1PruneError
@@ -157,14 +156,8 @@ class Patcher:
         return self.calibrated({name: plan.zero(name, self._original(name)) for name in plan.changed(ZEROED)})
 
 
-def print_progress(done, total, elapsed, what):
-    """The default progress report of ``ana``: one line on stderr per evaluation."""
-    eta = elapsed / done * (total - done) if done else float("nan")
-    sys.stderr.write("ana: %d/%d evaluations (%s), %.1f s elapsed, ETA %.1f s\n" % (done, total, what, elapsed, eta))
-
-
 def run(sens, graph_def, patcher, eval_fn, devices=("/CPU:0",), executor=None, checkpoint_interval=10,
-        progress=print_progress, workdir="."):
+        progress=True, workdir="."):
     """Evaluate the baseline and every missing (group, ratio) of ``sens``; save as it goes."""
     nodes = {n.name: n for n in graph_def.node}
     if sens.baseline is None:
@@ -176,6 +169,7 @@ def run(sens, graph_def, patcher, eval_fn, devices=("/CPU:0",), executor=None, c
     prunable = [g.id for g in patcher.analysis.groups if g.prunable]
     tasks = sens.missing(prunable)
     start, done = time.time(), 0
+    progress = progress_lib.resolve(progress, "ana")
     patched = (((gid, ratio), patcher.patches(gid, ratio)) for gid, ratio in tasks)
     for (gid, ratio), value, error in evaluate(patched, graph_def, eval_fn, devices, executor, sens.digest, workdir):
         sens.record(gid, ratio, value, error)

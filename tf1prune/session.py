@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from tf1prune import allocation, calibrate, flops, importance, masks as masks_lib, slim, spec as spec_lib
-from tf1prune import tfcompat, zeros as zeros_lib
+from tf1prune import divisible, tfcompat, zeros as zeros_lib
 from tf1prune.analysis import analyze
 from tf1prune.errors import Tf1PruneError
 from tf1prune.files import atomic_write
@@ -31,7 +31,8 @@ class SessionPruner:
       excludes: nodes whose output channels are not pruned.
       workspace: folder of the cache and ``.spec`` files (default ``./.tf1prune``).
       criterion: channel importance, ``l1`` (default), ``l2`` or ``bn_gamma``.
-      channel_divisible: kept channel counts are multiples of this (16 suits x86 CPUs).
+      channel_divisible: kept channel counts are multiples of this; ``"auto"``: the rounding that
+        runs fastest on this machine (:mod:`tf1prune.divisible`).
     """
 
     def __init__(self, model_name, sess, input_specs, output_node_names, excludes=(), workspace=None,
@@ -41,7 +42,7 @@ class SessionPruner:
         self.output_node_names = [node_of(n) for n in output_node_names]
         self.excludes = list(excludes or ())
         self.workspace = workspace or os.path.join(os.getcwd(), DEFAULT_WORKSPACE)
-        self.criterion, self.channel_divisible = criterion, channel_divisible
+        self.criterion, self.channel_divisible = criterion, divisible.resolve(channel_divisible)
         names = {op.name for op in sess.graph.get_operations()}
         for name in self.output_node_names + [node_of(n) for n in self.input_specs] + list(self.excludes):
             if node_of(name) not in names:
@@ -176,7 +177,38 @@ class SessionPruner:
         """Op that zeroes the pruned weights again, for custom training loops."""
         return self._masks().apply_op
 
-    def report(self):
-        """MACs/params before and after the current spec."""
+    def report(self, directory=None, sensitivity=None, sizes=None, latency_ms=None, title=None):
+        """MACs/params before and after the current spec: ``(before, after)`` reports.
+
+        With ``directory``, also writes the visual report there (``index.html`` and its figures; needs
+        ``pip install "tf1prune[report]"``): per-layer channels, MACs and params, blocks, unprunable groups,
+        totals, and the sensitivity curves of ``sensitivity`` (Sensitivity objects or ``.sens`` paths;
+        default: this runner's analysis, if any).  ``sizes`` (default: the frozen graph's serialized
+        size before and after) and ``latency_ms``: ``(before, after)``, see :func:`tf1prune.write_report`.
+
+        Example::
+
+            before, after = runner.report("report/", latency_ms=(3.1, 1.7))
+        """
         keep = self.spec.keep_mask(self.analysis) if self.spec is not None else None
-        return flops.count(self.analysis), flops.count(self.analysis, keep)
+        before, after = flops.count(self.analysis), flops.count(self.analysis, keep)
+        if directory is not None:
+            from tf1prune import report as report_lib, sensitivity as sensitivity_lib
+            report_lib.require_matplotlib()
+            if sensitivity is None:
+                sensitivity = self._report_sensitivity()
+            digest = self.analysis.digest()
+            sensitivity = [sensitivity_lib.Sensitivity.load(s, digest) if isinstance(s, str) else s
+                           for s in (sensitivity if isinstance(sensitivity, (list, tuple)) else [sensitivity])]
+            if any(s.digest != digest for s in sensitivity):
+                raise Tf1PruneError("a sensitivity analysis given to report() was made for another graph")
+            if sizes is None:
+                sizes = {"frozen graph": tuple(slim.apply_slim(self.analysis.plan(k), validate=False).ByteSize()
+                                               for k in (None, keep))}
+            report_lib.write_report(directory, self.analysis, keep, sensitivity, before, after, sizes, latency_ms,
+                                    title or "tf1prune pruning report: %s" % self.model_name)
+        return before, after
+
+    def _report_sensitivity(self):
+        """The sensitivity analyses the report draws by default (none here)."""
+        return []

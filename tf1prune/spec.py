@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from tf1prune import importance
+from tf1prune import divisible, importance
 from tf1prune.allocation import counts_for_ratio, keep_count, rank_units, solve_sparsity, target_problem
 from tf1prune.errors import Tf1PruneError
 from tf1prune.files import atomic_write
@@ -151,9 +151,7 @@ def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", 
         raise Tf1PruneError("give exactly one of ratio, sparsity or ratios")
     ratio = None if ratio is None else check_fraction("ratio", ratio)
     sparsity = None if sparsity is None else check_fraction("sparsity", sparsity)
-    if isinstance(channel_divisible, bool) or not isinstance(channel_divisible, numbers.Integral) \
-            or channel_divisible < 1:
-        raise Tf1PruneError("channel_divisible must be a positive integer, got %r" % (channel_divisible,))
+    channel_divisible = divisible.resolve(channel_divisible)
     scores = importance.unit_scores(analysis, criterion, values)
     order = rank_units(analysis, scores)
     warning = None

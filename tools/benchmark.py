@@ -19,7 +19,7 @@ import tf_keras as keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import tf1prune  # noqa: E402
-from tf1prune import flops, slim, spec as spec_lib  # noqa: E402
+from tf1prune import divisible, flops, slim, spec as spec_lib  # noqa: E402
 
 tf.disable_eager_execution()
 
@@ -32,7 +32,7 @@ flags.DEFINE_integer("runs", 20, "Timed runs of each graph (interleaved).")
 flags.DEFINE_integer("batch", 1, "Batch size of the latency runs.")
 flags.DEFINE_integer("threads", 2, "intra_op and inter_op parallelism threads.")
 flags.DEFINE_float("sparsity", 0.5, "MACs reduction target of make_spec.")
-flags.DEFINE_list("divisible", ["1", "8", "16"], "channel_divisible values to benchmark.")
+flags.DEFINE_list("divisible", ["1", "8", "16"], "channel_divisible values to benchmark ('auto' too).")
 flags.DEFINE_bool("markdown", False, "Print a Markdown table instead of plain text.")
 
 MODELS = {"resnet50": keras.applications.ResNet50, "mobilenet_v2": keras.applications.MobileNetV2}
@@ -137,7 +137,9 @@ def bench(name):
     base = flops.count(a)
     size0 = len(gd.SerializeToString())
     rows = []
-    for div in [int(d) for d in FLAGS.divisible]:
+    for text in FLAGS.divisible:
+        div = divisible.resolve(text)
+
         def run():
             s = spec_lib.make_spec(a, sparsity=FLAGS.sparsity, channel_divisible=div)
             return slim.apply_slim(a.plan(s))
@@ -146,17 +148,18 @@ def bench(name):
         orig_ms, slim_ms = latency([gd, slim_gd], inp, out, (FLAGS.batch, size, size, 3),
                                    FLAGS.warmup, FLAGS.runs)
         macs_red = 1 - after.macs / base.macs
-        rows.append([name, div, "%.2f" % t_an, "%.2f" % t_slim, "%.1f%%" % (100 * share),
+        rows.append([name, "auto->%d" % div if text.strip() == "auto" else div, "%.2f" % t_an, "%.2f" % t_slim, "%.1f%%" % (100 * share),
                      "%.1f%%" % (100 * share_no_out), "%.2f->%.2f" % (base.macs / 1e9, after.macs / 1e9),
                      "%.1f%%" % (100 * macs_red), "%.1f->%.1f" % (base.params / 1e6, after.params / 1e6),
                      "%.1f->%.1f" % (size0 / 1e6, len(slim_gd.SerializeToString()) / 1e6),
                      "%.1f" % orig_ms, "%.1f" % slim_ms, "%.2fx" % (orig_ms / slim_ms),
-                     "%.2f" % ((1 - slim_ms / orig_ms) / macs_red)])
+                     "%.2f" % ((1 - slim_ms / orig_ms) / macs_red),
+                     "%.2f" % ((orig_ms / slim_ms) / (base.macs / after.macs))])
     return rows, reasons
 
 
 HEADER = ["model", "div", "analyze s", "slim s", "prunable", "prunable (no output)", "GMACs",
-          "MACs cut", "params M", "file MB", "orig ms", "slim ms", "speed-up", "latency/MACs"]
+          "MACs cut", "params M", "file MB", "orig ms", "slim ms", "speed-up", "latency/MACs", "speed-up/MACs ratio"]
 
 
 def table(rows, markdown):

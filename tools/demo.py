@@ -132,6 +132,12 @@ def main(_):
           "1 fine-tuning epoch; BENCHMARKS.md): %s"
           % (spread or "not measured for this model and method"))
     print("files: %s, %s" % (paths["baseline"], paths["slim"]))
+    try:   # sensitivity curves, per-layer channels/MACs/params, blocks, unprunable groups, totals
+        runner.report(os.path.join(FLAGS.output_dir, "report"), latency_ms=(lat[0], lat[1]),
+                      sizes=(os.path.getsize(paths["baseline"]), os.path.getsize(paths["slim"])))
+        print("report: %s" % os.path.join(FLAGS.output_dir, "report", "index.html"))
+    except tf1prune.Tf1PruneError as e:
+        print("report skipped: %s" % e)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ flags.DEFINE_string("input_specs", None, "Input shapes, e.g. 'x:0=1,64,64,3;y:0=
 flags.DEFINE_list("excludes", [], "Comma-separated nodes whose output channels must not be pruned.")
 flags.DEFINE_string("output_graph", None, "Slim frozen GraphDef to write (.pbtxt = text format).")
 flags.DEFINE_string("spec", None, "Pruning spec (JSON) to apply, as written by --output_spec.")
+flags.DEFINE_string("report", None, "Also write a visual report to this folder: index.html and its figures "
+                    '(needs matplotlib: pip install "tf1prune[report]").')
 
 
 def names(values):
@@ -50,6 +52,21 @@ def refuse(*names):
     for name in names:
         if FLAGS[name].present:
             raise Tf1PruneError("--%s is not an option of this tool" % name)
+
+
+def report_dir(*outputs):
+    """The --report folder, checked before anything is written (matplotlib installed, not a file, not one of
+    the ``outputs`` paths), or None."""
+    path = FLAGS.report
+    if not path:
+        return None
+    from tf1prune.report import require_matplotlib
+    require_matplotlib()
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise Tf1PruneError("--report is a file, not a folder: %s" % path)
+    if os.path.realpath(path) in {os.path.realpath(p) for p in outputs if p}:
+        raise Tf1PruneError("--report is the path of another output: %s" % path)
+    return path
 
 
 def input_specs():

@@ -21,7 +21,7 @@ flags.DEFINE_bool("sparsity_report", False, "Print per layer the share of zero w
 def main():
     """Analyse --input_graph and print the report."""
     from tf1prune import flops
-    cli.refuse("output_graph", "spec")
+    cli.refuse("output_graph", "spec", "report")
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
     if FLAGS.sparsity_report:
         import gzip

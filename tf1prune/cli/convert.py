@@ -3,7 +3,8 @@
 Example::
 
     tf1prune-convert --input_graph model.pb --output_graph slim.pb \\
-        --output_node_names logits/BiasAdd --sparsity 0.5 [--sparse_graph sparse.pb] [--output_spec spec.json]
+        --output_node_names logits/BiasAdd --sparsity 0.5 [--sparse_graph sparse.pb] [--output_spec spec.json] \\
+        [--report report/]
 """
 import functools
 import os
@@ -18,7 +19,8 @@ flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
 flags.DEFINE_float("sparsity", None, "Fraction of the MACs to remove, in (0, 1).")
 flags.DEFINE_float("ratio", None, "Fraction of the channels of every prunable group to remove, in (0, 1).")
 flags.DEFINE_enum("criterion", "l1", importance.CRITERIA, "Channel importance criterion.")
-flags.DEFINE_integer("channel_divisible", 1, "Kept channels per group are a multiple of this.", lower_bound=1)
+flags.DEFINE_string("channel_divisible", "1", "Kept channels per group are a multiple of this; 'auto': the "
+                    "rounding that runs fastest on this machine (measured once, then cached).")
 flags.DEFINE_string("sparse_graph", None, "Also write the same-shape graph with the pruned channels zeroed.")
 flags.DEFINE_string("output_spec", None, "Also write the spec that was applied (JSON).")
 flags.DEFINE_integer("search", 0, "With --sparsity: score this many candidate allocations (one-step search: "
@@ -89,6 +91,7 @@ def _check_args():
         other = seen.setdefault(os.path.realpath(path), name)
         if other != name:
             raise Tf1PruneError("--%s is the same file as --%s: %s" % (name, other, path))
+    cli.report_dir(FLAGS.input_graph, FLAGS.spec, FLAGS.output_graph, FLAGS.sparse_graph, FLAGS.output_spec)
 
 
 def _calibration_batches(analysis):
@@ -114,10 +117,19 @@ def _calibration_batches(analysis):
     return [{t: a[i:i + size] for t, a in feeds.items()} for i in range(0, n, size)]
 
 
+def _divisible():
+    """--channel_divisible as an int ('auto': measured once per machine, then cached)."""
+    from tf1prune import divisible
+    value = divisible.resolve(FLAGS.channel_divisible)
+    if FLAGS.channel_divisible.strip().lower() == "auto":
+        print("channel_divisible: auto -> %d (measured on this machine, cached in %s)" % (value, divisible.cache_path()))
+    return value
+
+
 def _search(analysis):
     from tf1prune import onestep
     spec, results = onestep.search_graph_def(analysis, FLAGS.sparsity, _calibration_batches(analysis), FLAGS.search,
-                                             FLAGS.search_metric, FLAGS.criterion, FLAGS.channel_divisible)
+                                             FLAGS.search_metric, FLAGS.criterion, _divisible(), progress=True)
     scores = [score for _, score, _ in results]
     known = [s for s in scores if s is not None]
     print("search: %d candidates, %s agreement: uniform %.4g, best %.4g, worst %.4g"
@@ -132,13 +144,24 @@ def _write_all(outputs):
     for what, path, write in outputs:
         try:
             write(path)
-        except OSError as e:
+        except (OSError, Tf1PruneError) as e:
             for p in done:
                 os.remove(p)
-            raise Tf1PruneError("cannot write %s %r: %s" % (what, path, e.strerror or e))
+            raise Tf1PruneError("cannot write %s %r: %s" % (what, path, getattr(e, "strerror", None) or e))
         done.append(path)
     for what, path, _ in outputs:
         print("%-13s %s" % (what + ":", path))
+
+
+def _report(analysis, spec, before, measured, directory):
+    """Write the --report folder; ``measured`` receives the slim graph's MACs/params report."""
+    from tf1prune import flops
+    from tf1prune.report import write_report
+    measured.append(flops.count(cli.load_and_analyze(FLAGS.output_graph)))
+    write_report(directory, analysis, spec, before=before, after=measured[0],
+                 sizes=(os.path.getsize(FLAGS.input_graph), os.path.getsize(FLAGS.output_graph)),
+                 title="tf1prune-convert: %s \u2192 %s"
+                 % (os.path.basename(FLAGS.input_graph), os.path.basename(FLAGS.output_graph)))
 
 
 @cli.tool(required=("input_graph", "output_graph", "output_node_names"))
@@ -156,7 +179,7 @@ def main():
         spec = _search(analysis)
     elif FLAGS.sparsity is not None or FLAGS.ratio is not None:
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
-                         channel_divisible=FLAGS.channel_divisible, best_effort=FLAGS.best_effort)
+                         channel_divisible=_divisible(), best_effort=FLAGS.best_effort)
     else:
         spec = make_spec(analysis, ratios={})   # channels untouched: fine-grained only
     plan = analysis.plan(spec)
@@ -179,14 +202,16 @@ def main():
                         functools.partial(save_graph_def, slim.apply_sparse(plan))))
     if FLAGS.output_spec:
         outputs.append(("spec", FLAGS.output_spec, spec.save))
+    before, measured = flops.count(analysis), []
+    if FLAGS.report:   # last: it reads the written slim graph, and a failure removes the other outputs
+        outputs.append(("report", FLAGS.report, functools.partial(_report, analysis, spec, before, measured)))
     _write_all(outputs)
     unneeded = slim.unneeded_nodes(analysis)
     if unneeded:
         print("left out %d nodes the output nodes do not need (e.g. '%s')" % (len(unneeded), unneeded[0]))
     if getattr(spec, "warning", None):
         print("warning: %s" % spec.warning)
-    before = flops.count(analysis)
-    after = flops.count(cli.load_and_analyze(FLAGS.output_graph))
+    after = measured[0] if measured else flops.count(cli.load_and_analyze(FLAGS.output_graph))
     pruned = [g for g in spec.groups if len(g["keep"]) < g["channels"]]
     print("pruned groups: %d of %d prunable; channels %d -> %d" % (
         len(pruned), len(spec.groups), sum(g["channels"] for g in spec.groups),

@@ -4,11 +4,14 @@ Example::
 
     tf1prune-strip-checkpoint --input_meta_graph train/model.ckpt-1000.meta \\
         --input_checkpoint train/model.ckpt-1000 --output_dir slim \\
-        --spec model.spec --output_node_names logits/BiasAdd,loss [--output_graph slim/model.pb]
+        --spec model.spec --output_node_names logits/BiasAdd,loss [--output_graph slim/model.pb] [--report report/]
 
 ``--zeros`` removes the channels whose kernels are all zero (after soft pruning or masked
 training) instead of applying a spec.
 """
+import glob
+import os
+
 from absl import flags
 
 from tf1prune import cli
@@ -29,6 +32,7 @@ def main():
     cli.refuse("input_graph")
     if bool(FLAGS.spec) == bool(FLAGS.zeros):
         raise Tf1PruneError("give exactly one of --spec or --zeros")
+    cli.report_dir(FLAGS.input_meta_graph, FLAGS.output_graph, FLAGS.spec)
     model = checkpoint.CheckpointModel(FLAGS.input_meta_graph, FLAGS.input_checkpoint,
                                        cli.names(FLAGS.output_node_names) or None,
                                        cli.input_specs(), cli.names(FLAGS.excludes))
@@ -50,6 +54,27 @@ def main():
     print("channels removed: %d" % removed)
     print("MACs:   %d -> %d" % (result.before.macs, result.after.macs))
     print("params: %d -> %d" % (result.before.params, result.after.params))
+    if FLAGS.report:
+        _report(model, keep, result)
+
+
+def _checkpoint_bytes(prefix):
+    return sum(os.path.getsize(p) for p in glob.glob(glob.escape(prefix) + ".data-*") + [prefix + ".index"]
+               if os.path.exists(p))
+
+
+def _report(model, keep, result):
+    """Write the --report folder (after the checkpoint: a failure says that the checkpoint is written)."""
+    from tf1prune.report import write_report
+    sizes = {"checkpoint": (_checkpoint_bytes(model.prefix), _checkpoint_bytes(result.checkpoint)),
+             "meta graph": (os.path.getsize(model.meta_path), os.path.getsize(result.meta_graph))}
+    try:
+        write_report(FLAGS.report, model.analysis, keep, before=result.before, after=result.after, sizes=sizes,
+                     title="tf1prune-strip-checkpoint: %s" % os.path.basename(model.prefix))
+    except (OSError, Tf1PruneError) as e:
+        raise Tf1PruneError("cannot write report %r (the slim checkpoint is written): %s"
+                            % (FLAGS.report, getattr(e, "strerror", None) or e))
+    print("report:        %s" % FLAGS.report)
 
 
 def run():
