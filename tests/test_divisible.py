@@ -23,6 +23,9 @@ def test_choose_the_smallest_rounding_near_the_best():
     assert divisible.choose(vector_machine(16), tolerance=0.99) == 16
     assert divisible.choose(vector_machine(8)) == 4
     assert divisible.choose({c: 1.0 for c in divisible.COUNTS}) == 1   # no penalty: no rounding
+    # larger layers run faster anyway: the size trend alone is no reason to round
+    assert divisible.choose({c: float(c) for c in divisible.COUNTS}) == 1
+    assert divisible.choose({c: c * v for c, v in vector_machine(16).items()}) == 8
     with pytest.raises(Tf1PruneError, match="no timed channel count"):
         divisible.choose({7: 1.0}, candidates=(2, 4))
 
@@ -78,3 +81,11 @@ def test_auto_in_make_spec_and_convert(tmp_path, monkeypatch, capsys):
     code = convert_cli.main(["tf1prune-convert", "--input_graph", path, "--output_graph", str(tmp_path / "o.pb"),
                              "--output_node_names", outputs[0], "--ratio", "0.5", "--channel_divisible", "x"])
     assert code == 2 and "channel_divisible must be" in capsys.readouterr().err
+    spec_path = str(tmp_path / "spec.json")
+    spec.save(spec_path)
+    code = convert_cli.main(["tf1prune-convert", "--input_graph", path, "--output_graph", str(tmp_path / "o2.pb"),
+                             "--output_node_names", outputs[0], "--spec", spec_path, "--channel_divisible", "4"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and err == ["error: --channel_divisible applies to --sparsity and --ratio (a --spec keeps its "
+                                 "own counts)"]
+    assert not (tmp_path / "o2.pb").exists()

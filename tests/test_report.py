@@ -206,7 +206,8 @@ def test_convert_report(frozen_model, tmp_path, capsys, monkeypatch):
     # errors: one line, exit 2, nothing written
     (tmp_path / "afile").write_text("")
     for slim, report, message in (("slim1.pb", "afile", "--report is a file"),
-                                  ("slim2.pb", "slim2.pb", "--report is the path of another output")):
+                                  ("slim2.pb", "slim2.pb", "would hold or replace another file"),
+                                  ("rep4/index.html", "rep4", "would hold or replace another file")):
         assert convert(slim, report) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err

@@ -59,7 +59,7 @@ _EXPORTS = {
     "parse_input_specs": "tf1prune.graph",
     "write_report": "tf1prune.report",
 }
-_MODULES = ("rules", "sparsity")   # submodules used as namespaces: tf1prune.sparsity.WeightPruner
+_MODULES = ("divisible", "latency", "progress", "rules", "sparsity")   # submodules used as namespaces: tf1prune.sparsity.WeightPruner
 __all__ = sorted(_EXPORTS)
 
 

@@ -48,7 +48,7 @@ def choose(throughput, candidates=CANDIDATES, tolerance=0.9):
 
 def measure(counts=COUNTS, size=14, runs=15, threads=0):
     """MACs per second of a 3×3 ``size``×``size`` convolution with ``c`` input and output channels,
-    for every ``c`` of ``counts`` (median of ``runs``)."""
+    for every ``c`` of ``counts`` (median of ``runs``, the counts timed in turn)."""
     import tensorflow.compat.v1 as tf
     rng = np.random.RandomState(0)
     graph = tf.Graph()
@@ -60,19 +60,18 @@ def measure(counts=COUNTS, size=14, runs=15, threads=0):
             y = tf.reduce_sum(tf.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME"))
             cases.append((c, x, y, rng.standard_normal((1, size, size, c)).astype(np.float32)))
     config = tf.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads)
-    out = {}
+    times = {c: [] for c in counts}
     with tf.Session(graph=graph, config=config) as sess:
-        for c, x, y, value in cases:
-            run = sess.make_callable(y, [x])
+        runs_of = [(c, sess.make_callable(y, [x]), value) for c, x, y, value in cases]
+        for _, run, value in runs_of:
             for _ in range(3):
                 run(value)
-            times = []
-            for _ in range(runs):
+        for _ in range(runs):   # round-robin: a burst of load hits every count alike
+            for c, run, value in runs_of:
                 start = time.perf_counter()
                 run(value)
-                times.append(time.perf_counter() - start)
-            out[c] = 9.0 * c * c * size * size / float(np.median(times))
-    return out
+                times[c].append(time.perf_counter() - start)
+    return {c: 9.0 * c * c * size * size / float(np.median(t)) for c, t in times.items()}
 
 
 def _machine(threads):

@@ -88,7 +88,7 @@ def sample_candidates(analysis, order, sparsity, count, divisible=1, spread=0.3,
     """Up to ``count`` distinct per-group kept counts within half a point of ``sparsity``: the uniform
     allocation first, then log-normal perturbations of it (deterministic for a ``seed``); ``cap``
     bounds each group's count (channels pruned earlier stay pruned).  Fewer are returned, with a
-    warning, when ``max_rejections`` samples in a row fail; an unreachable target raises."""
+    warning, after ``max_rejections`` rejected samples in all; an unreachable target raises."""
     rng = np.random.RandomState(seed)
     gids = sorted(order)
     out, seen, rejected = [], set(), 0
@@ -147,7 +147,7 @@ class OneStepPruningRunner(SessionPruner):
         analysis = self._refresh()
         order, cap = self._pruned_order(analysis)
         search = Search.open(self._search_path(sparsity), analysis.digest(), sparsity, higher_is_better, recompute)
-        if search.candidates:   # resuming: sample under the constraints the search began with
+        if search.candidates and search.cap is not None:   # resuming: the constraints the search began with
             cap = search.cap
         search.cap = cap
         if len(search.candidates) < num_subnet:

@@ -299,7 +299,7 @@ def write_report(directory, analysis, choice=None, sensitivity=None, before=None
     page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>%s</title><style>%s</style></head>'
             '<body>\n%s\n</body></html>\n' % (_esc(title), _CSS, "\n".join(body)))
     path = os.path.join(directory, "index.html")
-    atomic_write(path, page)
+    atomic_write(path, page.encode("utf-8"))
     return path
 
 

@@ -64,8 +64,11 @@ def report_dir(*outputs):
     require_matplotlib()
     if os.path.exists(path) and not os.path.isdir(path):
         raise Tf1PruneError("--report is a file, not a folder: %s" % path)
-    if os.path.realpath(path) in {os.path.realpath(p) for p in outputs if p}:
-        raise Tf1PruneError("--report is the path of another output: %s" % path)
+    folder = os.path.realpath(path)
+    for p in outputs:
+        if p and (os.path.realpath(p) == folder or os.path.dirname(os.path.realpath(p)) == folder):
+            raise Tf1PruneError("--report %s would hold or replace another file of this run (%s): choose a folder "
+                                "of its own" % (path, p))
     return path
 
 

@@ -77,6 +77,12 @@ def _check_args():
         value = FLAGS[name].value
         if value is not None and not 0 < value < 1:
             raise Tf1PruneError("--%s must be in (0, 1), got %r" % (name, value))
+    if FLAGS["channel_divisible"].present:
+        if FLAGS.sparsity is None and FLAGS.ratio is None:
+            raise Tf1PruneError("--channel_divisible applies to --sparsity and --ratio (a --spec keeps its own counts)")
+        if FLAGS.channel_divisible.strip().lower() != "auto":
+            from tf1prune import divisible
+            divisible.resolve(FLAGS.channel_divisible)
     if FLAGS.search and FLAGS.sparsity is None:
         raise Tf1PruneError("--search needs --sparsity")
     if bool(FLAGS.search) != bool(FLAGS.calibration_data):
