@@ -39,9 +39,9 @@ FLAGS = flags.FLAGS
 # Test-accuracy change after one prune from the baseline and 1 epoch of fine-tuning, mean ± sd over seeds 0-2
 # (python tools/bench_quality.py --markdown; BENCHMARKS.md, "Pruning quality").
 MEASURED_SPREAD = {
-    ("resnet", "ana"): "+0.29 ± 0.79 points at 50%, -1.35 ± 0.77 at 70%",
-    ("resnet", "onestep"): "+0.56 ± 0.69 points at 50%, -1.32 ± 0.67 at 70% (20 candidates)",
-    ("resnet", "uniform"): "+0.32 ± 0.89 points at 50%, -1.56 ± 0.91 at 70%",
+    ("resnet", "ana"): "+0.38 ± 0.73 points at 50%, -1.37 ± 1.17 at 70%",
+    ("resnet", "onestep"): "+0.46 ± 0.85 points at 50%, -1.43 ± 1.03 at 70% (20 candidates)",
+    ("resnet", "uniform"): "+0.20 ± 0.63 points at 50%, -1.49 ± 1.17 at 70%",
 }
 
 
