@@ -63,13 +63,19 @@ def test_search_scores_candidates_at_the_target_and_prunes_the_best(tmp_path):
             search.candidates[search.ranked()[-1]]["counts"]
 
 
-def test_search_resumes_and_refuses_stale_files(tmp_path):
-    graph, sess, _ = resnet_model()
+def counting_eval_fn():
+    """``eval_fn`` that records each call, and the list it records into."""
     calls = []
 
     def counting(gd):
         calls.append(1)
         return eval_fn(gd)
+    return counting, calls
+
+
+def test_search_resumes_and_refuses_stale_files(tmp_path):
+    graph, sess, _ = resnet_model()
+    counting, calls = counting_eval_fn()
     with graph.as_default():
         runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
         runner.search(counting, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
@@ -176,11 +182,7 @@ def test_a_second_search_keeps_the_channels_pruned_earlier(tmp_path):
 
 def test_rerunning_a_search_after_a_restart_resumes_it(tmp_path):
     graph, sess, _ = resnet_model()
-    calls = []
-
-    def counting(gd):
-        calls.append(1)
-        return eval_fn(gd)
+    counting, calls = counting_eval_fn()
     with graph.as_default():
         runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
         first = runner.search(counting, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
