@@ -89,3 +89,35 @@ def test_auto_in_make_spec_and_convert(tmp_path, monkeypatch, capsys):
     assert code == 2 and err == ["error: --channel_divisible applies to --sparsity and --ratio (a --spec keeps its "
                                  "own counts)"]
     assert not (tmp_path / "o2.pb").exists()
+
+
+def test_auto_is_capped_by_the_model_and_steps_down_to_meet_a_target(monkeypatch):
+    monkeypatch.setattr(divisible, "auto_divisible", lambda: 32)
+    widths = {}
+    for name in ("mnist_convnet", "inception"):
+        graph_def, specs, outputs = example_models.frozen_graph_def(name)
+        analysis = tf1prune.analyze(graph_def, specs, outputs)
+        widths[name] = divisible.resolve("auto", analysis)
+        assert divisible.resolve(32, analysis) == 32   # an explicit rounding is kept as given
+    # groups of 16 and 32 channels: median 32 keeps four widths at 8; the inception median (8) at 1
+    assert widths == {"mnist_convnet": 8, "inception": 1}
+    graph_def, specs, outputs = example_models.frozen_graph_def("mnist_convnet")
+    analysis = tf1prune.analyze(graph_def, specs, outputs)
+    with pytest.raises(Tf1PruneError, match="cannot remove"):
+        tf1prune.make_spec(analysis, sparsity=0.37, channel_divisible=8)
+    spec = tf1prune.make_spec(analysis, sparsity=0.37, channel_divisible="auto")   # 8 misses it: finer
+    assert spec.channel_divisible < 8 and not spec.warning
+    assert all(len(g["keep"]) % spec.channel_divisible == 0 for g in spec.groups)
+
+
+def test_convert_rounds_with_auto_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(divisible, "auto_divisible", lambda: 16)
+    graph_def, specs, outputs = example_models.frozen_graph_def("resnet")
+    path = str(tmp_path / "m.pb")
+    save_graph_def(graph_def, path)
+    spec_path = str(tmp_path / "spec.json")
+    code = convert_cli.main(["tf1prune-convert", "--input_graph", path, "--output_graph", str(tmp_path / "o.pb"),
+                             "--output_node_names", outputs[0], "--ratio", "0.5", "--output_spec", spec_path])
+    assert code == 0 and "channel_divisible: auto -> 8" in capsys.readouterr().out   # resnet's median group: 32
+    spec = tf1prune.Spec.load(spec_path)
+    assert spec.channel_divisible == 8 and all(len(g["keep"]) % 8 == 0 for g in spec.groups)

@@ -29,6 +29,13 @@ Fine-grained (weight-level) sparsity in sessions, with TFMOT's names::
     pruner = tf1prune.sparsity.WeightPruner(sess, ["logits"], tf1prune.sparsity.ConstantSparsity(0.5, 0),
                                             m_by_n=(2, 4))
 
+Once-for-all: one elastic network trained with the sandwich rule, many slim ones::
+
+    model = tf1prune.OFAPruner("resnet", sess, input_specs, ["logits"]).ofa_model((0.5, 0.75, 1.0))
+    trainer = model.sandwich_trainer(loss, tf.train.AdamOptimizer(1e-3), logits)   # trainer.step(feed)
+    front = model.search(eval_fn, calibration_data, min_macs, max_macs)
+    slim_graph_def = model.get_static_subnet(front[-1].widths, calibration_data, output_dir="slim/")
+
 New ops: one :func:`register` call (see :mod:`tf1prune.rules`).  One level down,
 ``analysis.plan(spec)`` gives the :class:`Plan` that every back-end applies.
 
@@ -49,6 +56,7 @@ _EXPORTS = {
     "Role": "tf1prune.rules",
     "IterativePruningRunner": "tf1prune.runner",
     "OneStepPruningRunner": "tf1prune.onestep",
+    "OFAPruner": "tf1prune.ofa",
     "MaskHook": "tf1prune.masks",
     "CheckpointModel": "tf1prune.checkpoint",
     "strip_checkpoint": "tf1prune.checkpoint",

@@ -6,7 +6,10 @@ with 48.  :func:`auto_divisible` times a representative 3×3 convolution at ever
 from 65 to 128 once, and picks the smallest rounding (1, 4, 8, 16 or 32) whose counts run at
 least ``tolerance`` of the best rounding's throughput.  The result is cached per machine,
 TensorFlow version and thread count in ``~/.cache/tf1prune/channel_divisible.json``
-(``TF1PRUNE_CACHE`` overrides the folder).
+(``TF1PRUNE_CACHE`` overrides the folder).  For a given model the rounding is capped so that its
+median prunable group keeps at least four widths to choose from (a 32-channel model is rounded to
+8, not 16), and :func:`tf1prune.make_spec` steps down to finer roundings when a MACs target cannot
+be met with the coarse one.
 
 Example::
 
@@ -116,11 +119,26 @@ def auto_divisible(threads=0, refresh=False, measure_fn=measure):
     return choice
 
 
-def resolve(value):
-    """``channel_divisible`` as an int: a positive integer as given, ``"auto"`` measured."""
+def is_auto(value):
+    return isinstance(value, str) and value.strip().lower() == "auto"
+
+
+def model_cap(analysis):
+    """The largest rounding that leaves the median prunable group of ``analysis`` four widths."""
+    sizes = sorted(g.channels for g in analysis.groups if g.prunable)
+    if not sizes:
+        return max(CANDIDATES)
+    median = sizes[len(sizes) // 2]
+    return max(c for c in CANDIDATES if c == 1 or 4 * c <= median)
+
+
+def resolve(value, analysis=None):
+    """``channel_divisible`` as an int: a positive integer as given, ``"auto"`` measured (and capped
+    by :func:`model_cap` when ``analysis`` is given)."""
     if isinstance(value, str):
-        if value.strip().lower() == "auto":
-            return auto_divisible()
+        if is_auto(value):
+            choice = auto_divisible()
+            return choice if analysis is None else min(choice, model_cap(analysis))
         try:
             value = int(value)
         except ValueError:

@@ -42,7 +42,8 @@ class SessionPruner:
         self.output_node_names = [node_of(n) for n in output_node_names]
         self.excludes = list(excludes or ())
         self.workspace = workspace or os.path.join(os.getcwd(), DEFAULT_WORKSPACE)
-        self.criterion, self.channel_divisible = criterion, divisible.resolve(channel_divisible)
+        self.criterion = criterion
+        divisible.resolve(channel_divisible)   # a bad value fails before any work
         names = {op.name for op in sess.graph.get_operations()}
         for name in self.output_node_names + [node_of(n) for n in self.input_specs] + list(self.excludes):
             if node_of(name) not in names:
@@ -53,6 +54,7 @@ class SessionPruner:
         self._loader = None    # assigns BatchNorm statistics (recalibrate)
         masks_lib.install()
         self._refresh()
+        self.channel_divisible = divisible.resolve(channel_divisible, self.analysis)
         self.spec = self._recover_spec()
         if self.spec is not None:
             self._apply(self.spec)

@@ -148,10 +148,9 @@ class WeightPruner:
 
     def keras_callback(self):
         """A tf_keras callback that updates the masks before every training batch (its own step count)."""
-        import tf_keras as keras
         pruner = self
 
-        class UpdatePruningStep(keras.callbacks.Callback):
+        class UpdatePruningStep(tfcompat.keras_callback_class()):
             def __init__(self):
                 super().__init__()
                 self.step = 0

@@ -151,13 +151,19 @@ def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", 
         raise Tf1PruneError("give exactly one of ratio, sparsity or ratios")
     ratio = None if ratio is None else check_fraction("ratio", ratio)
     sparsity = None if sparsity is None else check_fraction("sparsity", sparsity)
-    channel_divisible = divisible.resolve(channel_divisible)
+    auto = divisible.is_auto(channel_divisible)
+    channel_divisible = divisible.resolve(channel_divisible, analysis)
     scores = importance.unit_scores(analysis, criterion, values)
     order = rank_units(analysis, scores)
     warning = None
     if sparsity is not None:
-        counts = solve_sparsity(analysis, order, sparsity, channel_divisible)
-        warning = target_problem(analysis, order, counts, sparsity)
+        # "auto" steps down to finer roundings while the target is out of reach
+        steps = [c for c in sorted(divisible.CANDIDATES, reverse=True) if c <= channel_divisible] if auto else []
+        for channel_divisible in steps or [channel_divisible]:
+            counts = solve_sparsity(analysis, order, sparsity, channel_divisible)
+            warning = target_problem(analysis, order, counts, sparsity)
+            if not warning:
+                break
         if warning and not best_effort:
             raise Tf1PruneError(warning + " (best effort accepts the closest)")
     elif ratio is not None:

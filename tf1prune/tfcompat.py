@@ -60,3 +60,12 @@ class VariableLoader:
 def is_ref(var):
     """A TF1 reference variable (VariableV2), not a resource variable."""
     return var.dtype._is_ref_dtype  # pylint: disable=protected-access
+
+
+def keras_callback_class():
+    """``Callback`` of tf_keras (Keras 2 on TF 2.16+), else of ``tf.keras`` (TF 1.15 to 2.15)."""
+    try:
+        import tf_keras
+        return tf_keras.callbacks.Callback
+    except ImportError:
+        return tf.keras.callbacks.Callback

@@ -138,17 +138,18 @@ def bench(name):
     size0 = len(gd.SerializeToString())
     rows = []
     for text in FLAGS.divisible:
-        div = divisible.resolve(text)
+        text = text.strip()
+        div = spec_lib.make_spec(a, sparsity=FLAGS.sparsity, channel_divisible=text).channel_divisible
 
         def run():
-            s = spec_lib.make_spec(a, sparsity=FLAGS.sparsity, channel_divisible=div)
+            s = spec_lib.make_spec(a, sparsity=FLAGS.sparsity, channel_divisible=text)
             return slim.apply_slim(a.plan(s))
         t_slim, slim_gd = best_of(run, FLAGS.repeats)
         after = flops.count(tf1prune.analyze(slim_gd, specs, [out]))
         orig_ms, slim_ms = latency([gd, slim_gd], inp, out, (FLAGS.batch, size, size, 3),
                                    FLAGS.warmup, FLAGS.runs)
         macs_red = 1 - after.macs / base.macs
-        rows.append([name, "auto->%d" % div if text.strip() == "auto" else div, "%.2f" % t_an, "%.2f" % t_slim, "%.1f%%" % (100 * share),
+        rows.append([name, "auto->%d" % div if divisible.is_auto(text) else div, "%.2f" % t_an, "%.2f" % t_slim, "%.1f%%" % (100 * share),
                      "%.1f%%" % (100 * share_no_out), "%.2f->%.2f" % (base.macs / 1e9, after.macs / 1e9),
                      "%.1f%%" % (100 * macs_red), "%.1f->%.1f" % (base.params / 1e6, after.params / 1e6),
                      "%.1f->%.1f" % (size0 / 1e6, len(slim_gd.SerializeToString()) / 1e6),

@@ -31,6 +31,7 @@ flags.DEFINE_string("wheels", None, "folder holding the tensorflow-cpu 1.15.0, n
 flags.DEFINE_string("output", os.path.join(ROOT, "tests", "data", "tf115_api.json"), "file to write")
 FLAGS = flags.FLAGS
 V1 = "tensorflow_core/_api/v1/compat/v1/"
+KERAS_V1 = "tensorflow_core/python/keras/api/_v1/keras/"
 
 
 def _wheel(pattern):
@@ -62,12 +63,16 @@ def _top_level_names(source):
 
 
 def compat_v1(wheel):
-    """Dotted public names of tf.compat.v1 (modules end with '/')."""
+    """Dotted public names of tf.compat.v1 (modules end with '/'), ``tf.keras`` included (its v1
+    API lives apart, in ``python/keras/api/_v1``)."""
     names = set()
     for entry in wheel.namelist():
-        if not (entry.startswith(V1) and entry.endswith("__init__.py")):
+        root = next((r for r in (V1, KERAS_V1) if entry.startswith(r)), None)
+        if root is None or not entry.endswith("__init__.py"):
             continue
-        module = entry[len(V1):-len("__init__.py")].strip("/").replace("/", ".")
+        module = entry[len(root):-len("__init__.py")].strip("/").replace("/", ".")
+        if root == KERAS_V1:
+            module = "keras." + module if module else "keras"
         prefix = module + "." if module else ""
         if module:
             names.add(module + "/")

@@ -19,8 +19,9 @@ flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
 flags.DEFINE_float("sparsity", None, "Fraction of the MACs to remove, in (0, 1).")
 flags.DEFINE_float("ratio", None, "Fraction of the channels of every prunable group to remove, in (0, 1).")
 flags.DEFINE_enum("criterion", "l1", importance.CRITERIA, "Channel importance criterion.")
-flags.DEFINE_string("channel_divisible", "1", "Kept channels per group are a multiple of this; 'auto': the "
-                    "rounding that runs fastest on this machine (measured once, then cached).")
+flags.DEFINE_string("channel_divisible", "auto", "Kept channels per group are a multiple of this; 'auto' "
+                    "(default): the rounding that runs fastest on this machine (measured once, then cached), "
+                    "capped so the median group keeps four widths; 1: no rounding.")
 flags.DEFINE_string("sparse_graph", None, "Also write the same-shape graph with the pruned channels zeroed.")
 flags.DEFINE_string("output_spec", None, "Also write the spec that was applied (JSON).")
 flags.DEFINE_integer("search", 0, "With --sparsity: score this many candidate allocations (one-step search: "
@@ -80,8 +81,8 @@ def _check_args():
     if FLAGS["channel_divisible"].present:
         if FLAGS.sparsity is None and FLAGS.ratio is None:
             raise Tf1PruneError("--channel_divisible applies to --sparsity and --ratio (a --spec keeps its own counts)")
-        if FLAGS.channel_divisible.strip().lower() != "auto":
-            from tf1prune import divisible
+        from tf1prune import divisible
+        if not divisible.is_auto(FLAGS.channel_divisible):
             divisible.resolve(FLAGS.channel_divisible)
     if FLAGS.search and FLAGS.sparsity is None:
         raise Tf1PruneError("--search needs --sparsity")
@@ -123,19 +124,23 @@ def _calibration_batches(analysis):
     return [{t: a[i:i + size] for t, a in feeds.items()} for i in range(0, n, size)]
 
 
-def _divisible():
-    """--channel_divisible as an int ('auto': measured once per machine, then cached)."""
+def _say_divisible(value):
     from tf1prune import divisible
-    value = divisible.resolve(FLAGS.channel_divisible)
-    if FLAGS.channel_divisible.strip().lower() == "auto":
+    if divisible.is_auto(FLAGS.channel_divisible):
         print("channel_divisible: auto -> %d (measured on this machine, cached in %s)" % (value, divisible.cache_path()))
     return value
+
+
+def _divisible(analysis):
+    """--channel_divisible as an int ('auto': measured once per machine, then cached)."""
+    from tf1prune import divisible
+    return _say_divisible(divisible.resolve(FLAGS.channel_divisible, analysis))
 
 
 def _search(analysis):
     from tf1prune import onestep
     spec, results = onestep.search_graph_def(analysis, FLAGS.sparsity, _calibration_batches(analysis), FLAGS.search,
-                                             FLAGS.search_metric, FLAGS.criterion, _divisible(), progress=True)
+                                             FLAGS.search_metric, FLAGS.criterion, _divisible(analysis), progress=True)
     scores = [score for _, score, _ in results]
     known = [s for s in scores if s is not None]
     print("search: %d candidates, %s agreement: uniform %.4g, best %.4g, worst %.4g"
@@ -185,7 +190,8 @@ def main():
         spec = _search(analysis)
     elif FLAGS.sparsity is not None or FLAGS.ratio is not None:
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
-                         channel_divisible=_divisible(), best_effort=FLAGS.best_effort)
+                         channel_divisible=FLAGS.channel_divisible, best_effort=FLAGS.best_effort)
+        _say_divisible(spec.channel_divisible)
     else:
         spec = make_spec(analysis, ratios={})   # channels untouched: fine-grained only
     plan = analysis.plan(spec)
