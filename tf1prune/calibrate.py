@@ -22,10 +22,13 @@ from tf1prune.names import tensor_name
 from tf1prune.rules import batchnorm, build
 
 
-def session_config():
-    """No Grappler remapper: TF 2.21 fuses a training-mode BatchNorm with the next activation and
-    then fails on some (``Fusion is not implemented: [FusedBatchNorm,Tanh]``)."""
+def session_config(base=None):
+    """``base`` (a ``ConfigProto``) without the Grappler remapper: TF 2.21 fuses a training-mode
+    BatchNorm with the next activation and then fails on some (``Fusion is not implemented:
+    [FusedBatchNorm,Tanh]``)."""
     config = tf.ConfigProto()
+    if base is not None:
+        config.CopyFrom(base)
     config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
     return config
 

@@ -223,7 +223,7 @@ class ElasticModel:
         missing = {n.decode() if isinstance(n, bytes) else n for n in old.run(report)}
         ready = self.model_variables = [v for v in self.model_variables if v.op.name not in missing]
         values = dict(zip(ready, old.run(ready)))
-        sess = tf.Session(graph=self.graph, config=getattr(old, "_config", None))
+        sess = tf.Session(graph=self.graph, config=calibrate.session_config(getattr(old, "_config", None)))
         tfcompat.VariableLoader(self.graph).load(sess, values)
         sess.run(self.widths.initializer)
         return sess
