@@ -267,3 +267,18 @@ def test_masks_equal_slim_subnetworks_on_random_architectures(arch, seed):
             assume("more than one width" not in str(e))
             raise
     check_subnets(model, specs, ["logits"], count=2, seed=seed)
+
+
+def test_an_incomplete_macs_total_is_refused():
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, (None, 8, 8, 3), name="x")
+        y = tf.nn.relu(tf.nn.conv2d(x, tf.get_variable("c1", (3, 3, 3, 6)), [1, 1, 1, 1], "SAME"))
+        w = tf.get_variable("body_w", (1, 1, 6, 6))
+        _, y = tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, tf.nn.conv2d(v, w, [1, 1, 1, 1], "SAME")), [0, y])
+        y = tf.nn.conv2d(tf.nn.relu(y), tf.get_variable("c2", (3, 3, 6, 5)), [1, 1, 1, 1], "SAME")
+        tf.identity(tf.reduce_mean(y, [1, 2]), name="logits")
+        sess = tf.Session(graph=graph)
+        sess.run(tf.global_variables_initializer())
+    with pytest.raises(Tf1PruneError, match="MACs total is incomplete"):
+        OFAPruner("loop", sess, {"x:0": ((1, 8, 8, 3), "float32")}, ["logits"]).ofa_model((0.5,))

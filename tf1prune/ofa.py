@@ -103,6 +103,9 @@ class OFAPruner:
         meta_graph = tf.train.export_meta_graph(graph=self.sess.graph)
         frozen = tfcompat.freeze_session(self.sess, graph_def, self.output_node_names)
         analysis = analyze(frozen, self.input_specs, self.output_node_names, excludes)
+        if analysis.uncounted:   # MACs ranges and figures would leave layers out
+            raise Tf1PruneError("the MACs total is incomplete (%s), so sub-networks cannot be searched by MACs"
+                                % analysis.uncounted[0][1])
         channel_divisible = divisible.resolve(channel_divisible, analysis)
         scores = importance.unit_scores(analysis, self.criterion, importance.const_values(analysis))
         order = allocation.rank_units(analysis, scores)
@@ -131,7 +134,7 @@ class ElasticModel:
         self.gids = sorted(choices)
         self._macs = allocation.MacsModel(analysis, order)
         self.full_macs = self.macs(self.max_widths())
-        self.model_variables = [v for v in self.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)]
+        self.model_variables = list(self.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES))
         self.unmasked = self._splice()
         self.sess = self._new_session()
         self._check_masks()
@@ -344,11 +347,10 @@ class ElasticModel:
             raise Tf1PruneError("no sub-network in [%d, %d] MACs could be evaluated" % (min_macs, max_macs))
         front = pareto_front(scored, higher_is_better)
         path = path or os.path.join(self.pruner.workspace, "%s.ofa_search.json" % self.pruner.model_name)
-        atomic_write(path, json.dumps({
-            "format": FORMAT, "full_macs": self.full_macs, "higher_is_better": higher_is_better,
-            "evaluated": [s._replace(widths={str(g): c for g, c in s.widths.items()})._asdict() for s in scored],
-            "front": [s._replace(widths={str(g): c for g, c in s.widths.items()})._asdict() for s in front]},
-            indent=1))
+        def as_json(subnets):
+            return [dict(s._asdict(), widths={str(g): c for g, c in s.widths.items()}) for s in subnets]
+        atomic_write(path, json.dumps({"format": FORMAT, "full_macs": self.full_macs, "higher_is_better": higher_is_better,
+                                       "evaluated": as_json(scored), "front": as_json(front)}, indent=1))
         return front
 
     def get_static_subnet(self, widths, calibration_data=None, output_graph=None, output_dir=None):
