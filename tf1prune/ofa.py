@@ -399,6 +399,10 @@ class SandwichTrainer:
       logits: the output whose softmax the smaller sub-networks learn from the largest one.
       num_random: random sub-networks per step besides the largest and the smallest.
       temperature: distillation temperature (the loss is scaled by its square).
+
+    Attributes ``teacher`` (a placeholder for the teacher's logits) and ``distill_loss`` (the
+    student's distillation loss) can be reused, e.g. to fine-tune one sub-network on
+    ``loss + distill_loss`` with the largest sub-network's outputs fed as ``teacher``.
     """
 
     def __init__(self, model, loss, optimizer, logits, num_random=2, temperature=1.0, var_list=None,

@@ -10,7 +10,9 @@ checkpointed.  Then:
   largest; one Adam update per step), and searched once per target (evolutionary, candidates
   within ±1 point of the target's MACs reduction, BatchNorm re-estimated, scored on the held-out
   training images).  Each best sub-network is measured on the test set after BatchNorm
-  re-estimation only, and after ``--ofa_finetune_epochs`` of fine-tuning at its widths.
+  re-estimation only, and after ``--ofa_finetune_epochs`` of fine-tuning at its widths, on the labels
+  plus the soft outputs of the trained elastic network's largest sub-network (``--ofa_distill``;
+  the teacher's outputs are computed once, before fine-tuning, on the same batches).
 * **Separately pruned**: ``IterativePruningRunner`` with adaptive-BatchNorm ``ana`` and
   ``prune(sparsity)`` per target (bench_quality's ``ana-cal``), fine-tuned ``--ofa_epochs +
   --ofa_finetune_epochs`` epochs: the same number of optimizer steps as one OFA sub-network got.
@@ -37,10 +39,13 @@ import example_models  # noqa: E402
 from tf1prune.ofa import OFAPruner  # noqa: E402
 
 flags.DEFINE_list("targets", ["0.3", "0.5", "0.7"], "MACs reductions of the exported sub-networks")
-flags.DEFINE_list("expand_ratios", ["0.25", "0.375", "0.5", "0.625", "0.75", "0.875", "1.0"], "OFA widths")
+flags.DEFINE_list("expand_ratios", ["0.375", "0.5", "0.625", "0.75", "0.875", "1.0"],
+                  "OFA widths (the smallest sub-network, ~86% fewer MACs, lies beyond the largest target)")
 flags.DEFINE_integer("ofa_epochs", 1, "sandwich-rule epochs of the elastic network")
 flags.DEFINE_integer("ofa_finetune_epochs", 1, "fine-tuning epochs of each OFA sub-network")
 flags.DEFINE_integer("num_random", 2, "random sub-networks per sandwich step")
+flags.DEFINE_bool("ofa_distill", True, "fine-tune OFA sub-networks on labels + the largest network's soft outputs")
+flags.DEFINE_bool("separate", True, "also prune and fine-tune separately (False: OFA figures only)")
 flags.DEFINE_integer("population", 12, "search population")
 flags.DEFINE_integer("generations", 3, "search generations")
 FLAGS = flags.FLAGS
@@ -78,7 +83,8 @@ class Elastic:
             self.trainer = self.model.sandwich_trainer(loss, tf.train.AdamOptimizer(1e-3), logits,
                                                        num_random=FLAGS.num_random)
             optimizer = tf.train.AdamOptimizer(1e-3)
-            self.finetune_op = optimizer.minimize(loss)
+            self.finetune_op = optimizer.minimize(loss + self.trainer.distill_loss if FLAGS.ofa_distill else loss)
+            self.logits = logits
             self.finetune_reset = tf.variables_initializer(optimizer.variables())
             self.weights = info.model.weights
             self.saver = tf.train.Saver(var_list=self.weights)
@@ -101,6 +107,10 @@ def run_seed(seed, ds, targets):
     ckpt = el.saver.save(el.sess, os.path.join(seed.workdir, "ofa.ckpt"))
     bq.log("seed %d: OFA trained %d sandwich steps (%d sub-network passes) in %.0f s; baseline fit %d steps"
            % (seed.seed, steps, steps * (2 + FLAGS.num_random), ofa_s, FLAGS.epochs * (len(ds.y_fit) // 128)))
+    largest = bq.accuracy(model.get_static_subnet(model.max_widths(), ds.calibration), seed.output,
+                          ds.x_test, ds.y_test)
+    bq.log("seed %d: the elastic network's largest sub-network: test %.4f (BatchNorm re-estimated; baseline %.4f)"
+           % (seed.seed, largest, seed.test_acc))
     for target in targets:
         t = time.time()
         lo, hi = (1 - target - 0.01) * model.full_macs, (1 - target + 0.01) * model.full_macs
@@ -112,13 +122,21 @@ def run_seed(seed, ds, targets):
         recal = bq.accuracy(slim, seed.output, ds.x_test, ds.y_test)
         el.saver.restore(el.sess, ckpt)
         el.sess.run(el.finetune_reset)
+        data = list(batches(ds, FLAGS.ofa_finetune_epochs, seed.seed + 7))
+        teacher = [None] * len(data)
+        if FLAGS.ofa_distill:   # the largest network's training-mode outputs on each fine-tuning batch
+            model.set_widths(model.max_widths())
+            teacher = [el.sess.run(el.logits, el.feed(x, y)) for x, y in data]
         model.set_widths(best.widths)
-        for x, y in batches(ds, FLAGS.ofa_finetune_epochs, seed.seed + 7):
-            el.sess.run(el.finetune_op, el.feed(x, y))
+        for (x, y), t in zip(data, teacher):
+            feed = el.feed(x, y)
+            if t is not None:
+                feed[el.trainer.teacher] = t
+            el.sess.run(el.finetune_op, feed)
         tuned = bq.accuracy(model.get_static_subnet(best.widths, ds.calibration), seed.output, ds.x_test, ds.y_test)
         el.saver.restore(el.sess, ckpt)
         model.set_widths(model.max_widths())
-        separate = bq.run(seed, "ana-cal", target) + seed.test_acc
+        separate = bq.run(seed, "ana-cal", target) + seed.test_acc if FLAGS.separate else float("nan")
         out[target] = (1 - best.macs / model.full_macs, recal, tuned, separate)
         bq.log("seed %d target %g: OFA %.1f%% fewer MACs, test %.4f BN-recalibrated, %.4f fine-tuned; separately "
                "pruned %.4f (search %.0f s)" % (seed.seed, target, 100 * out[target][0], recal, tuned, separate, search_s))
