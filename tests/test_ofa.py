@@ -126,6 +126,38 @@ def test_sandwich_training_learns_every_width_and_keeps_the_masks_exact(tmp_path
     model._check_masks(seed=3)
 
 
+def test_distill_weight_scales_the_distilled_gradients(tmp_path):
+    graph, sess, info = keras_model("resnet", learning_phase=None)
+    specs = {info.input_name: (SHAPE, "float32")}
+    with graph.as_default():
+        model = OFAPruner("resnet", sess, specs, info.output_node_names, workspace=str(tmp_path)).ofa_model((0.25, 0.5))
+        logits = info.model.outputs[0]
+        labels = tf.placeholder(tf.int64, [None])
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        for bad in (0, -1.0, True, "x", float("nan")):
+            with pytest.raises(Tf1PruneError, match="distill_weight"):
+                model.sandwich_trainer(loss, tf.train.GradientDescentOptimizer(0.1), logits, distill_weight=bad)
+        assert model.sandwich_trainer(loss, tf.train.GradientDescentOptimizer(0.1), logits,
+                                      num_random=3).distill_weight == 0.25   # the default: 1 / (1 + num_random)
+        trainer = model.sandwich_trainer(loss, tf.train.GradientDescentOptimizer(0.1), logits, num_random=0,
+                                         distill_weight=0.3)
+        (kernel,) = [v for v in model.model_variables if v.op.name == "logits/kernel"]
+        g_label, = tf.gradients(loss, [kernel])
+        g_distill, = tf.gradients(trainer.distill_loss, [kernel])
+        import tf_keras as keras
+        rng = np.random.RandomState(0)
+        feed = {graph.get_tensor_by_name(info.input_name): rng.rand(16, 28, 28, 1).astype(np.float32),
+                labels: rng.randint(0, 10, 16), keras.backend.learning_phase(): True}
+    s = model.sess
+    model.set_widths(model.max_widths())
+    teacher, gl, before = s.run([logits, g_label, kernel], feed)
+    model.set_widths(model.min_widths())
+    gd = s.run(g_distill, {**feed, trainer.teacher: teacher})
+    assert np.abs(gd).sum() > 0
+    trainer.step(feed)   # SGD: one update with the label gradient + 0.3 x the smallest one's distillation gradient
+    np.testing.assert_allclose(s.run(kernel), before - 0.1 * (gl + 0.3 * gd), rtol=1e-4, atol=1e-6)
+
+
 def test_sandwich_steps_in_a_monitored_session(tmp_path):
     graph, model, info, trainer, feed, step, specs = sandwich_setup(tmp_path)
     trainer.step(feed)

@@ -44,6 +44,8 @@ flags.DEFINE_list("expand_ratios", ["0.375", "0.5", "0.625", "0.75", "0.875", "1
 flags.DEFINE_integer("ofa_epochs", 1, "sandwich-rule epochs of the elastic network")
 flags.DEFINE_integer("ofa_finetune_epochs", 1, "fine-tuning epochs of each OFA sub-network")
 flags.DEFINE_integer("num_random", 2, "random sub-networks per sandwich step")
+flags.DEFINE_float("distill_weight", None, "weight of each distilled sub-network in the sandwich (default: "
+                   "1 / (1 + num_random), SandwichTrainer's)")
 flags.DEFINE_bool("ofa_distill", True, "fine-tune OFA sub-networks on labels + the largest network's soft outputs")
 flags.DEFINE_bool("separate", True, "also prune and fine-tune separately (False: OFA figures only)")
 flags.DEFINE_integer("population", 12, "search population")
@@ -81,7 +83,7 @@ class Elastic:
             logits = info.model.outputs[0]
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=self.labels, logits=logits))
             self.trainer = self.model.sandwich_trainer(loss, tf.train.AdamOptimizer(1e-3), logits,
-                                                       num_random=FLAGS.num_random)
+                                                       num_random=FLAGS.num_random, distill_weight=FLAGS.distill_weight)
             optimizer = tf.train.AdamOptimizer(1e-3)
             self.finetune_op = optimizer.minimize(loss + self.trainer.distill_loss if FLAGS.ofa_distill else loss)
             self.logits = logits
