@@ -89,7 +89,8 @@ def test_reference_variables_and_rounding(tmp_path):
     check_subnets(model, specs, ["logits"])
 
 
-def sandwich_setup(tmp_path, num_random=1):
+def elastic_resnet(tmp_path):
+    """The resnet example made elastic (widths 0.25 and 0.5), with its logits, labels and loss."""
     graph, sess, info = keras_model("resnet", learning_phase=None)
     specs = {info.input_name: (SHAPE, "float32")}
     with graph.as_default():
@@ -97,6 +98,12 @@ def sandwich_setup(tmp_path, num_random=1):
         logits = info.model.outputs[0]
         labels = tf.placeholder(tf.int64, [None])
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    return graph, model, info, specs, logits, labels, loss
+
+
+def sandwich_setup(tmp_path, num_random=1):
+    graph, model, info, specs, logits, labels, loss = elastic_resnet(tmp_path)
+    with graph.as_default():
         step = tf.train.get_or_create_global_step()
         trainer = model.sandwich_trainer(loss, tf.train.AdamOptimizer(1e-2), logits, num_random=num_random,
                                          global_step=step)
@@ -127,13 +134,8 @@ def test_sandwich_training_learns_every_width_and_keeps_the_masks_exact(tmp_path
 
 
 def test_distill_weight_scales_the_distilled_gradients(tmp_path):
-    graph, sess, info = keras_model("resnet", learning_phase=None)
-    specs = {info.input_name: (SHAPE, "float32")}
+    graph, model, info, specs, logits, labels, loss = elastic_resnet(tmp_path)
     with graph.as_default():
-        model = OFAPruner("resnet", sess, specs, info.output_node_names, workspace=str(tmp_path)).ofa_model((0.25, 0.5))
-        logits = info.model.outputs[0]
-        labels = tf.placeholder(tf.int64, [None])
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         for bad in (0, -1.0, True, "x", float("nan")):
             with pytest.raises(Tf1PruneError, match="distill_weight"):
                 model.sandwich_trainer(loss, tf.train.GradientDescentOptimizer(0.1), logits, distill_weight=bad)
