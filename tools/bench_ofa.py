@@ -124,16 +124,13 @@ def run_seed(seed, ds, targets):
         recal = bq.accuracy(slim, seed.output, ds.x_test, ds.y_test)
         el.saver.restore(el.sess, ckpt)
         el.sess.run(el.finetune_reset)
-        data = list(batches(ds, FLAGS.ofa_finetune_epochs, seed.seed + 7))
-        teacher = [None] * len(data)
+        feeds = [el.feed(x, y) for x, y in batches(ds, FLAGS.ofa_finetune_epochs, seed.seed + 7)]
         if FLAGS.ofa_distill:   # the largest network's training-mode outputs on each fine-tuning batch
             model.set_widths(model.max_widths())
-            teacher = [el.sess.run(el.logits, el.feed(x, y)) for x, y in data]
+            for feed in feeds:
+                feed[el.trainer.teacher] = el.sess.run(el.logits, feed)
         model.set_widths(best.widths)
-        for (x, y), t in zip(data, teacher):
-            feed = el.feed(x, y)
-            if t is not None:
-                feed[el.trainer.teacher] = t
+        for feed in feeds:
             el.sess.run(el.finetune_op, feed)
         tuned = bq.accuracy(model.get_static_subnet(best.widths, ds.calibration), seed.output, ds.x_test, ds.y_test)
         el.saver.restore(el.sess, ckpt)
