@@ -89,30 +89,29 @@ def test_reference_variables_and_rounding(tmp_path):
     check_subnets(model, specs, ["logits"])
 
 
-def elastic_resnet(tmp_path):
-    """The resnet example made elastic (widths 0.25 and 0.5), with its logits, labels and loss."""
+def elastic_resnet(tmp_path, batch=32):
+    """The resnet example made elastic (widths 0.25 and 0.5), with its logits, loss and the feed
+    of a random training batch of ``batch`` images."""
+    import tf_keras as keras
     graph, sess, info = keras_model("resnet", learning_phase=None)
     specs = {info.input_name: (SHAPE, "float32")}
+    rng = np.random.RandomState(0)
     with graph.as_default():
         model = OFAPruner("resnet", sess, specs, info.output_node_names, workspace=str(tmp_path)).ofa_model((0.25, 0.5))
         logits = info.model.outputs[0]
         labels = tf.placeholder(tf.int64, [None])
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-    return graph, model, info, specs, logits, labels, loss
+        feed = {graph.get_tensor_by_name(info.input_name): rng.rand(batch, 28, 28, 1).astype(np.float32),
+                labels: rng.randint(0, 10, batch), keras.backend.learning_phase(): True}
+    return graph, model, info, specs, logits, loss, feed
 
 
 def sandwich_setup(tmp_path, num_random=1):
-    graph, model, info, specs, logits, labels, loss = elastic_resnet(tmp_path)
+    graph, model, info, specs, logits, loss, feed = elastic_resnet(tmp_path)
     with graph.as_default():
         step = tf.train.get_or_create_global_step()
         trainer = model.sandwich_trainer(loss, tf.train.AdamOptimizer(1e-2), logits, num_random=num_random,
                                          global_step=step)
-    rng = np.random.RandomState(0)
-    x = rng.rand(32, 28, 28, 1).astype(np.float32)
-    feed = {graph.get_tensor_by_name(info.input_name): x, labels: rng.randint(0, 10, 32)}
-    import tf_keras as keras
-    with graph.as_default():
-        feed[keras.backend.learning_phase()] = True
     return graph, model, info, trainer, feed, step, specs
 
 
@@ -134,7 +133,7 @@ def test_sandwich_training_learns_every_width_and_keeps_the_masks_exact(tmp_path
 
 
 def test_distill_weight_scales_the_distilled_gradients(tmp_path):
-    graph, model, info, specs, logits, labels, loss = elastic_resnet(tmp_path)
+    graph, model, info, specs, logits, loss, feed = elastic_resnet(tmp_path, batch=16)
     with graph.as_default():
         for bad in (0, -1.0, True, "x", float("nan")):
             with pytest.raises(Tf1PruneError, match="distill_weight"):
@@ -146,10 +145,6 @@ def test_distill_weight_scales_the_distilled_gradients(tmp_path):
         (kernel,) = [v for v in model.model_variables if v.op.name == "logits/kernel"]
         g_label, = tf.gradients(loss, [kernel])
         g_distill, = tf.gradients(trainer.distill_loss, [kernel])
-        import tf_keras as keras
-        rng = np.random.RandomState(0)
-        feed = {graph.get_tensor_by_name(info.input_name): rng.rand(16, 28, 28, 1).astype(np.float32),
-                labels: rng.randint(0, 10, 16), keras.backend.learning_phase(): True}
     s = model.sess
     model.set_widths(model.max_widths())
     teacher, gl, before = s.run([logits, g_label, kernel], feed)
