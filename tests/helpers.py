@@ -6,7 +6,9 @@ import tensorflow.compat.v1 as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 import tf1prune
-from tf1prune import allocation, flops, importance, slim, spec as spec_mod
+from tf1prune.choose import allocation, criteria, spec as spec_mod
+from tf1prune.core import flops
+from tf1prune.apply import slim
 
 BN_AND_BIAS_NAMES = ("gamma", "beta", "moving_mean", "moving_variance", "bias", "biases")
 
@@ -111,13 +113,13 @@ def check_static_shapes(sparse_gd, slim_gd):
 
 
 def keep_mask(analysis, ratio=0.5, sparsity=None, channel_divisible=1):
-    """Kept-unit mask of the L1 spec for a uniform ``ratio`` or, when given, a MACs ``sparsity``."""
+    """The L1 spec (a Choice) for a uniform ``ratio`` or, when given, a MACs ``sparsity``."""
     if sparsity is not None:
         spec = spec_mod.make_spec(analysis, sparsity=sparsity, channel_divisible=channel_divisible,
                                   best_effort=True)   # exactness is tested here, targets elsewhere
     else:
         spec = spec_mod.make_spec(analysis, ratio=ratio, channel_divisible=channel_divisible)
-    return spec.keep_mask(analysis)
+    return spec
 
 
 def check_slim_equals_sparse(graph_def, input_specs, outputs, ratio=0.5, batch=3, seed=0,
@@ -134,13 +136,14 @@ def check_slim_equals_sparse(graph_def, input_specs, outputs, ratio=0.5, batch=3
     """
     analysis = analysis or tf1prune.analyze(graph_def, input_specs, outputs)
     check_reasons(analysis)
-    keep = keep_mask(analysis, ratio, sparsity, channel_divisible)
+    choice = keep_mask(analysis, ratio, sparsity, channel_divisible)
+    plan = analysis.plan(choice)
+    keep = plan.keep
     if sparsity is None:
-        minimum = allocation.rank_units(analysis, importance.unit_scores(analysis)).minimum
+        minimum = allocation.rank_units(analysis, criteria.unit_scores(analysis)).minimum
         expect_pruned = any(g.prunable and max(minimum[g.id], allocation.keep_count(g.channels, ratio, channel_divisible))
                             < g.channels for g in analysis.groups)
         assert expect_pruned == (not keep.all())
-    plan = analysis.plan(keep)
     sparse_gd = slim.apply_sparse(plan)
     slim_gd = slim.apply_slim(plan)
 
@@ -157,7 +160,7 @@ def check_slim_equals_sparse(graph_def, input_specs, outputs, ratio=0.5, batch=3
             "%s: slim != sparse, max abs diff %g (output scale %g)" % (name, np.max(np.abs(a - b)), scale)
 
     before = flops.count(analysis).macs
-    predicted = flops.count(analysis, keep).macs
+    predicted = flops.count(analysis, choice).macs
     actual = flops.count(tf1prune.analyze(slim_gd, input_specs, outputs)).macs
     assert actual == predicted, "slim graph has %d MACs, predicted %d" % (actual, predicted)
     if not keep.all():

@@ -4,11 +4,9 @@ Frozen graphs (pure GraphDef -> GraphDef functions)::
 
     import tf1prune
     specs = {"x:0": ((1, 28, 28, 1), "float32")}
-    slim_gd = tf1prune.slim_graph_def(graph_def, 0.5, specs, ["logits"])          # half the channels
-    slim_gd = tf1prune.slim_graph_def(graph_def, sparsity=0.5, input_specs=specs,
-                                      output_node_names=["logits"])               # half the MACs
     a = tf1prune.analyze(graph_def, specs, ["logits"])       # groups, blocks, layers
     spec = tf1prune.make_spec(a, sparsity=0.5)               # which channels each group keeps
+    slim_gd = tf1prune.slim_graph_def(graph_def, spec, specs, ["logits"])
     print(tf1prune.count_macs(a).macs, tf1prune.count_macs(a, spec).macs)
 
 Sessions (the Vitis AI TF1 runner API)::
@@ -18,63 +16,108 @@ Sessions (the Vitis AI TF1 runner API)::
     shape_tensors, masks = runner.prune(sparsity=0.5)
     slim_graph_def = runner.get_slim_graph_def(shape_tensors, masks)
 
-Checkpoints (hard pruning, and soft filter pruning of inverted-residual / SE blocks)::
+Every workflow is a ``…Runner``: :class:`IterativePruningRunner`, :class:`OneStepPruningRunner`,
+:class:`OnceForAllRunner`, :class:`WeightPruningRunner` (fine-grained sparsity, with
+:class:`ConstantSparsity` / :class:`PolynomialDecay`) and :class:`SoftFilterPruningRunner`
+(checkpoints).  Checkpoints are cut with :class:`CheckpointModel` and :func:`strip_checkpoint`.
 
-    model = tf1prune.CheckpointModel('m.ckpt.meta', 'm.ckpt', ['logits/BiasAdd'])
-    tf1prune.strip_checkpoint(model, model.keep_mask(spec='m.spec'), 'slim/')
-    sfp = tf1prune.SoftFilterPruner('m.ckpt.meta', 'm.ckpt', ['logits/BiasAdd'], output_dir='sfp')
+Extension points live with their stage: op rules (``tf1prune.core.rules.register``), channel
+criteria (``tf1prune.choose.criteria.register``) and cost models (``tf1prune.choose.costs.register``).
 
-Fine-grained (weight-level) sparsity in sessions, with TFMOT's names::
-
-    pruner = tf1prune.sparsity.WeightPruner(sess, ["logits"], tf1prune.sparsity.ConstantSparsity(0.5, 0),
-                                            m_by_n=(2, 4))
-
-Once-for-all: one elastic network trained with the sandwich rule, many slim ones::
-
-    model = tf1prune.OFAPruner("resnet", sess, input_specs, ["logits"]).ofa_model((0.5, 0.75, 1.0))
-    trainer = model.sandwich_trainer(loss, tf.train.AdamOptimizer(1e-3), logits)   # trainer.step(feed)
-    front = model.search(eval_fn, calibration_data, min_macs, max_macs)
-    slim_graph_def = model.get_static_subnet(front[-1].widths, calibration_data, output_dir="slim/")
-
-New ops: one :func:`register` call (see :mod:`tf1prune.rules`).  One level down,
-``analysis.plan(spec)`` gives the :class:`Plan` that every back-end applies.
-
-Names are imported lazily: ``import tf1prune`` loads no TensorFlow.
+Names are imported lazily: ``import tf1prune`` loads no TensorFlow.  The names of tf1prune 0.1
+(``OFAPruner``, ``SoftFilterPruner``, ``tf1prune.sparsity.WeightPruner``, ``tf1prune.runner``...)
+still work for one release, with a ``DeprecationWarning``.
 """
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 
 _EXPORTS = {
-    "analyze": "tf1prune.analysis",
-    "make_spec": "tf1prune.spec",
-    "Spec": "tf1prune.spec",
-    "slim_graph_def": "tf1prune.slim",
-    "sparse_graph_def": "tf1prune.slim",
-    "count_macs": ("tf1prune.flops", "count"),
-    "Plan": "tf1prune.plan",
-    "recalibrate_batch_norm": "tf1prune.calibrate",
-    "register": "tf1prune.rules",
-    "Role": "tf1prune.rules",
-    "IterativePruningRunner": "tf1prune.runner",
-    "OneStepPruningRunner": "tf1prune.onestep",
-    "OFAPruner": "tf1prune.ofa",
-    "MaskHook": "tf1prune.masks",
-    "CheckpointModel": "tf1prune.checkpoint",
-    "strip_checkpoint": "tf1prune.checkpoint",
-    "SoftFilterPruner": "tf1prune.sfp",
-    "Tf1PruneError": "tf1prune.errors",
-    "load_graph_def": "tf1prune.files",
-    "save_graph_def": "tf1prune.files",
-    "parse_input_specs": "tf1prune.graph",
-    "write_report": "tf1prune.report",
+    "analyze": ("tf1prune.core.analysis", "analyze"),
+    "make_spec": ("tf1prune.choose.spec", "make_spec"),
+    "Spec": ("tf1prune.choose.spec", "Spec"),
+    "slim_graph_def": ("tf1prune.apply.slim", "slim_graph_def"),
+    "sparse_graph_def": ("tf1prune.apply.slim", "sparse_graph_def"),
+    "recalibrate_batch_norm": ("tf1prune.apply.calibrate", "recalibrate_batch_norm"),
+    "count_macs": ("tf1prune.core.flops", "count"),
+    "IterativePruningRunner": ("tf1prune.workflows.iterative", "IterativePruningRunner"),
+    "OneStepPruningRunner": ("tf1prune.workflows.onestep", "OneStepPruningRunner"),
+    "OnceForAllRunner": ("tf1prune.workflows.ofa", "OnceForAllRunner"),
+    "WeightPruningRunner": ("tf1prune.workflows.weights", "WeightPruningRunner"),
+    "SoftFilterPruningRunner": ("tf1prune.workflows.sfp", "SoftFilterPruningRunner"),
+    "ConstantSparsity": ("tf1prune.workflows.schedules", "ConstantSparsity"),
+    "PolynomialDecay": ("tf1prune.workflows.schedules", "PolynomialDecay"),
+    "CheckpointModel": ("tf1prune.apply.checkpoint", "CheckpointModel"),
+    "strip_checkpoint": ("tf1prune.apply.checkpoint", "strip_checkpoint"),
+    "write_report": ("tf1prune.report", "write_report"),
+    "load_graph_def": ("tf1prune.files", "load_graph_def"),
+    "save_graph_def": ("tf1prune.files", "save_graph_def"),
+    "Tf1PruneError": ("tf1prune.errors", "Tf1PruneError"),
 }
-_MODULES = ("divisible", "latency", "progress", "rules", "sparsity")   # submodules used as namespaces: tf1prune.sparsity.WeightPruner
 __all__ = sorted(_EXPORTS)
+
+# tf1prune 0.1 names, kept for one release
+_DEPRECATED = {
+    "OFAPruner": ("tf1prune.workflows.ofa", "OnceForAllRunner"),
+    "SoftFilterPruner": ("tf1prune.workflows.sfp", "SoftFilterPruningRunner"),
+    "Plan": ("tf1prune.core.plan", "Plan"),
+    "Role": ("tf1prune.core.rules", "Role"),
+    "register": ("tf1prune.core.rules", "register"),
+    "MaskHook": ("tf1prune.apply.masks", "MaskHook"),
+    "parse_input_specs": ("tf1prune.core.graph", "parse_input_specs"),
+}
+_MOVED = {   # old module -> new module
+    "names": "core.names", "graph": "core.graph", "context": "core.context", "analysis": "core.analysis",
+    "blocks": "core.blocks", "plan": "core.plan", "flops": "core.flops", "zeros": "core.zeros", "rules": "core.rules",
+    "importance": "choose.criteria", "allocation": "choose.allocation", "spec": "choose.spec",
+    "divisible": "choose.divisible", "slim": "apply.slim", "masks": "apply.masks", "calibrate": "apply.calibrate",
+    "checkpoint": "apply.checkpoint", "sparsity_masks": "apply.finegrained", "evaluate": "workflows.engine",
+    "session": "workflows.session", "runner": "workflows.iterative", "sensitivity": "workflows.sensitivity",
+    "onestep": "workflows.onestep", "ofa": "workflows.ofa", "sfp": "workflows.sfp", "sparsity": "workflows.weights",
+    "latency": "measure.latency",
+}
+
+
+def _warn(old, new):
+    warnings.warn("tf1prune.%s is deprecated: use %s" % (old, new), DeprecationWarning, stacklevel=3)
 
 
 def __getattr__(name):
-    if name in _MODULES:
-        return importlib.import_module("tf1prune." + name)
     if name in _EXPORTS:
-        module, attr = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
+        module, attr = _EXPORTS[name]
         return getattr(importlib.import_module(module), attr)
+    if name in _DEPRECATED:
+        module, attr = _DEPRECATED[name]
+        _warn(name, "%s.%s" % (module, attr))
+        return getattr(importlib.import_module(module), attr)
+    if name in _MOVED:
+        _warn(name, "tf1prune." + _MOVED[name])
+        return importlib.import_module("tf1prune." + _MOVED[name])
     raise AttributeError("module 'tf1prune' has no attribute %r" % name)
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import tf1prune.runner`` (a module of tf1prune 0.1) gives the module it moved to, with a warning."""
+
+    def find_spec(self, fullname, path, target=None):
+        parts = fullname.split(".")
+        if len(parts) >= 2 and parts[0] == "tf1prune" and parts[1] in _MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        parts = module.__name__.split(".")
+        new = ".".join(["tf1prune", _MOVED[parts[1]]] + parts[2:])
+        _warn(".".join(parts[1:]), new)
+        target = importlib.import_module(new)
+        module.__getattr__ = lambda name: getattr(target, name)   # a proxy of the new module
+        module.__doc__ = target.__doc__
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())

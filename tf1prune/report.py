@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from tf1prune import flops
+from tf1prune.core import flops
 from tf1prune.errors import Tf1PruneError
 from tf1prune.files import atomic_write
 
@@ -201,8 +201,8 @@ def write_report(directory, analysis, choice=None, sensitivity=None, before=None
     Args:
       directory: created if needed; figures of an earlier report there are replaced.
       analysis: the :func:`~tf1prune.analyze` result of the unpruned graph.
-      choice: the kept channels (a spec, plan or kept-unit mask; None: nothing pruned).
-      sensitivity: a :class:`~tf1prune.sensitivity.Sensitivity` or a list of them (e.g. without and
+      choice: the kept channels (a :class:`~tf1prune.core.choice.Choice`, e.g. a spec; None: nothing pruned).
+      sensitivity: a :class:`~tf1prune.workflows.sensitivity.Sensitivity` or a list of them (e.g. without and
         with BatchNorm recalibration), drawn as one curve each.
       before, after: :func:`~tf1prune.count_macs` reports (default: counted from ``analysis``).
       sizes: ``(bytes before, bytes after)``, or ``{what: (before, after)}`` for several files.
@@ -212,9 +212,9 @@ def write_report(directory, analysis, choice=None, sensitivity=None, before=None
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise Tf1PruneError("the report folder %r is a file" % directory)
     os.makedirs(directory, exist_ok=True)
-    keep = analysis.keep_of(choice)
+    keep = analysis.plan(choice).keep
     before = before or flops.count(analysis)
-    after = after or flops.count(analysis, keep)
+    after = after or flops.count(analysis, choice)
     if sensitivity is None:
         sensitivities = []
     else:

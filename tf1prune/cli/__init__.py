@@ -74,13 +74,13 @@ def report_dir(*outputs):
 
 def input_specs():
     """The --input_specs flag, parsed."""
-    from tf1prune.graph import parse_input_specs
+    from tf1prune.core.graph import parse_input_specs
     return parse_input_specs(FLAGS.input_specs)
 
 
 def load_and_analyze(path, excludes=()):
     """Read graph ``path`` and analyse it with the --input_specs and --output_node_names flags."""
-    from tf1prune.analysis import analyze
+    from tf1prune.core.analysis import analyze
     from tf1prune.files import load_graph_def
     return analyze(load_graph_def(path), input_specs(), names(FLAGS.output_node_names), names(excludes))
 

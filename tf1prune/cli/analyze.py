@@ -12,7 +12,8 @@ from tf1prune import cli
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
-flags.DEFINE_bool("json", False, "Print one JSON document (macs, params, groups, blocks) instead of text.")
+flags.DEFINE_bool("json", False, "Print one JSON document (macs, params, groups, blocks; with --sparsity_report, "
+                  "the sparsity rows and file sizes) instead of text.")
 flags.DEFINE_bool("sparsity_report", False, "Print per layer the share of zero weights and the N:M patterns "
                   "they satisfy, and the file's raw and gzip-compressed sizes.")
 
@@ -20,14 +21,19 @@ flags.DEFINE_bool("sparsity_report", False, "Print per layer the share of zero w
 @cli.tool(required=("input_graph", "output_node_names"))
 def main():
     """Analyse --input_graph and print the report."""
-    from tf1prune import flops
+    from tf1prune.core import flops
     cli.refuse("output_graph", "spec", "report")
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
     if FLAGS.sparsity_report:
         import gzip
-        from tf1prune import sparsity
-        print(sparsity.report_table(sparsity.sparsity_report(analysis)))
+        from tf1prune.apply import finegrained
+        rows = finegrained.sparsity_report(analysis)
         data = open(FLAGS.input_graph, "rb").read()
+        if FLAGS.json:
+            print(json.dumps({"sparsity": [dict(r._asdict(), n_m=[list(nm) for nm in r.n_m]) for r in rows],
+                              "bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9))}, indent=1))
+            return
+        print(finegrained.report_table(rows))
         print("file: %d bytes, %d gzip-compressed" % (len(data), len(gzip.compress(data, 9))))
         print("Zero weights shrink the compressed file, not the latency: TensorFlow's CPU kernels do not skip "
               "unstructured zeros or N:M patterns.")

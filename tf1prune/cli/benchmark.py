@@ -32,7 +32,7 @@ def _batches():
 @cli.tool(required=("input_graph", "output_node_names"))
 def main():
     """Time the graphs and print median, p10, p90 and the speed-up."""
-    from tf1prune import latency
+    from tf1prune.measure import latency
     from tf1prune.files import load_graph_def
     cli.refuse("output_graph", "spec", "excludes", "report")
     batches = _batches()

@@ -11,25 +11,28 @@ import os
 
 from absl import flags
 
-from tf1prune import cli, importance
+from tf1prune import cli
+from tf1prune.choose import criteria
 from tf1prune.errors import Tf1PruneError
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
 flags.DEFINE_float("sparsity", None, "Fraction of the MACs to remove, in (0, 1).")
 flags.DEFINE_float("ratio", None, "Fraction of the channels of every prunable group to remove, in (0, 1).")
-flags.DEFINE_enum("criterion", "l1", importance.CRITERIA, "Channel importance criterion.")
+flags.DEFINE_enum("criterion", "l1", criteria.names(), "Channel importance criterion.")
 flags.DEFINE_string("channel_divisible", "auto", "Kept channels per group are a multiple of this; 'auto' "
-                    "(default): the rounding that runs fastest on this machine (measured once, then cached), "
-                    "capped so the median group keeps four widths; 1: no rounding.")
+                    "(default): the rounding that makes this model's own layers fastest on this machine (timed "
+                    "once, then cached), capped so the median group keeps four widths; 1: no rounding.")
 flags.DEFINE_string("sparse_graph", None, "Also write the same-shape graph with the pruned channels zeroed.")
 flags.DEFINE_string("output_spec", None, "Also write the spec that was applied (JSON).")
 flags.DEFINE_integer("search", 0, "With --sparsity: score this many candidate allocations (one-step search: "
                      "BatchNorm recalibrated on --calibration_data, agreement with the original outputs) and "
                      "keep the best; 0: the uniform allocation.", lower_bound=0)
-flags.DEFINE_string("calibration_data", None, "Inputs for --search: a .npz file with one array per input "
-                    "(named like the input tensor, e.g. input_1 or input_1:0), split into batches.")
-flags.DEFINE_integer("calibration_batch", 64, "Batch size of --calibration_data.", lower_bound=1)
+flags.DEFINE_string("calibration_data", None, "Unlabelled inputs: a .npz file with one array per input (named like "
+                    "the input tensor, e.g. input_1 or input_1:0).  The written graph's BatchNorm statistics are "
+                    "re-estimated on them; --search scores its candidates on them.")
+flags.DEFINE_integer("calibration_batch", None, "Batch size of --calibration_data (default: the inputs' fixed "
+                     "batch, else 64).", lower_bound=1)
 flags.DEFINE_enum("search_metric", "kl", ["kl", "top1", "mse"], "Agreement with the original outputs: KL "
                   "divergence of the softmax, top-1 agreement, or relative squared error.")
 flags.DEFINE_float("weight_sparsity", None, "Fine-grained: zero this share of every layer's weights by "
@@ -48,9 +51,15 @@ def _fine_grained():
     if FLAGS.weight_sparsity is None and FLAGS.m_by_n is None:
         if FLAGS.block:
             raise Tf1PruneError("--block needs --weight_sparsity")
+        if FLAGS["block_pooling"].present:
+            raise Tf1PruneError("--block_pooling needs --block and --weight_sparsity")
         return None
     if FLAGS.weight_sparsity is not None and FLAGS.m_by_n is not None:
         raise Tf1PruneError("give --weight_sparsity or --m_by_n, not both (N:M sets the sparsity)")
+    if FLAGS.m_by_n is not None and FLAGS.block:
+        raise Tf1PruneError("--m_by_n and --block do not combine (N:M works on single weights)")
+    if FLAGS["block_pooling"].present and not FLAGS.block:
+        raise Tf1PruneError("--block_pooling needs --block")
     if FLAGS.weight_sparsity is not None and not 0 <= FLAGS.weight_sparsity < 1:
         raise Tf1PruneError("--weight_sparsity must be in [0, 1), got %r" % FLAGS.weight_sparsity)
     m_by_n = block = None
@@ -81,13 +90,16 @@ def _check_args():
     if FLAGS["channel_divisible"].present:
         if FLAGS.sparsity is None and FLAGS.ratio is None:
             raise Tf1PruneError("--channel_divisible applies to --sparsity and --ratio (a --spec keeps its own counts)")
-        from tf1prune import divisible
-        if not divisible.is_auto(FLAGS.channel_divisible):
-            divisible.resolve(FLAGS.channel_divisible)
+        from tf1prune.choose import divisible
+        divisible.check(FLAGS.channel_divisible)
     if FLAGS.search and FLAGS.sparsity is None:
         raise Tf1PruneError("--search needs --sparsity")
-    if bool(FLAGS.search) != bool(FLAGS.calibration_data):
-        raise Tf1PruneError("--search and --calibration_data go together")
+    if FLAGS.search and not FLAGS.calibration_data:
+        raise Tf1PruneError("--search needs --calibration_data (its candidates are scored on those inputs)")
+    if FLAGS["search_metric"].present and not FLAGS.search:
+        raise Tf1PruneError("--search_metric applies to --search")
+    if FLAGS.calibration_batch is not None and not FLAGS.calibration_data:
+        raise Tf1PruneError("--calibration_batch applies to --calibration_data")
     seen = {os.path.realpath(p): n for n, p in (("input_graph", FLAGS.input_graph), ("spec", FLAGS.spec)) if p}
     for name in ("output_graph", "sparse_graph", "output_spec"):
         path = FLAGS[name].value
@@ -102,51 +114,52 @@ def _check_args():
 
 
 def _calibration_batches(analysis):
-    """--calibration_data as feed dicts of --calibration_batch rows."""
+    """--calibration_data as feed dicts of --calibration_batch rows (checked against the graph's inputs)."""
     import numpy as np
-    from tf1prune import rules
+    from tf1prune.apply import calibrate
+    path = FLAGS.calibration_data
     try:
-        with np.load(FLAGS.calibration_data) as data:
-            arrays = {name: data[name] for name in data.files}
+        data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise Tf1PruneError("cannot read calibration data %r: %s" % (FLAGS.calibration_data, e))
-    feeds = {}
-    for name, array in arrays.items():
-        tensor = name if ":" in name else name + ":0"
-        node = analysis.view.nodes.get(tensor.split(":")[0])
-        if node is None or not rules.is_input(node.op):
-            raise Tf1PruneError("calibration data %r holds %r, which is not an input of the graph"
-                                % (FLAGS.calibration_data, name))
-        feeds[tensor] = array
-    if not feeds or len({len(a) for a in feeds.values()}) != 1:
-        raise Tf1PruneError("calibration data %r needs arrays of one length, one per input" % FLAGS.calibration_data)
-    n, size = len(next(iter(feeds.values()))), FLAGS.calibration_batch
-    return [{t: a[i:i + size] for t, a in feeds.items()} for i in range(0, n, size)]
+        raise Tf1PruneError("cannot read calibration data %r: %s" % (path, e))
+    if not hasattr(data, "files"):
+        raise Tf1PruneError("calibration data %r is a single array (.npy): save a .npz with one array per input, "
+                            "named like the input (np.savez('data.npz', input_1=x))" % path)
+    with data:
+        try:
+            arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as e:
+            raise Tf1PruneError("cannot read calibration data %r: %s" % (path, e))
+    batches, size = calibrate.batches_from_arrays(arrays, analysis, FLAGS.calibration_batch,
+                                                  "calibration data %r" % path)
+    if FLAGS.calibration_batch is None:
+        print("calibration: %d batches of %d" % (len(batches), size))
+    return batches
 
 
 def _say_divisible(value):
-    from tf1prune import divisible
+    from tf1prune.choose import divisible
     if divisible.is_auto(FLAGS.channel_divisible):
-        print("channel_divisible: auto -> %d (measured on this machine, cached in %s)" % (value, divisible.cache_path()))
+        print("channel_divisible: auto -> %d (%s)" % (value, "pinned by %s" % divisible.PIN if os.environ.get(
+            divisible.PIN) else "this model's layers timed on this machine, cached in %s" % divisible.cache_path()))
     return value
 
 
-def _divisible(analysis):
-    """--channel_divisible as an int ('auto': measured once per machine, then cached)."""
-    from tf1prune import divisible
-    return _say_divisible(divisible.resolve(FLAGS.channel_divisible, analysis))
-
-
-def _search(analysis):
-    from tf1prune import onestep
-    spec, results = onestep.search_graph_def(analysis, FLAGS.sparsity, _calibration_batches(analysis), FLAGS.search,
-                                             FLAGS.search_metric, FLAGS.criterion, _divisible(analysis), progress=True)
-    scores = [score for _, score, _ in results]
+def _search(analysis, batches):
+    """The spec of the best candidate, and its BatchNorm statistics (what it was scored with)."""
+    from tf1prune.workflows import frozen
+    found = frozen.search_graph_def(analysis, FLAGS.sparsity, batches, FLAGS.search, FLAGS.search_metric,
+                                    FLAGS.criterion, FLAGS.channel_divisible, progress=True,
+                                    best_effort=FLAGS.best_effort)
+    if frozen.divisible.is_auto(FLAGS.channel_divisible):
+        _say_divisible(found.spec.channel_divisible)
+    scores = [score for _, score, _ in found.results]
     known = [s for s in scores if s is not None]
     print("search: %d candidates, %s agreement: uniform %.4g, best %.4g, worst %.4g"
-          % (len(results), FLAGS.search_metric, scores[0] if scores[0] is not None else float("nan"),
+          % (len(found.results), FLAGS.search_metric, scores[0] if scores[0] is not None else float("nan"),
              max(known), min(known)))
-    return spec
+    found.spec.warning = found.warning
+    return found.spec, found.statistics
 
 
 def _write_all(outputs):
@@ -166,7 +179,7 @@ def _write_all(outputs):
 
 def _report(analysis, spec, before, measured, directory):
     """Write the --report folder; ``measured`` receives the slim graph's MACs/params report."""
-    from tf1prune import flops
+    from tf1prune.core import flops
     from tf1prune.report import write_report
     measured.append(flops.count(cli.load_and_analyze(FLAGS.output_graph)))
     write_report(directory, analysis, spec, before=before, after=measured[0],
@@ -178,19 +191,25 @@ def _report(analysis, spec, before, measured, directory):
 @cli.tool(required=("input_graph", "output_graph", "output_node_names"))
 def main():
     """Prune --input_graph, write the outputs and print the measured MACs/params."""
-    from tf1prune import allocation, flops, slim
+    from tf1prune.apply import calibrate, slim
+    from tf1prune.apply.patches import Patcher
+    from tf1prune.choose import allocation
+    from tf1prune.choose.spec import Spec, make_spec
+    from tf1prune.core import flops
     from tf1prune.files import save_graph_def
-    from tf1prune.spec import Spec, make_spec
     _check_args()
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
     fine = _fine_grained()
+    batches = _calibration_batches(analysis) if FLAGS.calibration_data else None
+    statistics = None
     if FLAGS.spec:
         spec = Spec.load(FLAGS.spec)
     elif FLAGS.search:
-        spec = _search(analysis)
+        spec, statistics = _search(analysis, batches)
     elif FLAGS.sparsity is not None or FLAGS.ratio is not None:
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
-                         channel_divisible=FLAGS.channel_divisible, best_effort=FLAGS.best_effort)
+                         channel_divisible=FLAGS.channel_divisible, best_effort=FLAGS.best_effort,
+                         calibration=batches)
         _say_divisible(spec.channel_divisible)
     else:
         spec = make_spec(analysis, ratios={})   # channels untouched: fine-grained only
@@ -200,18 +219,26 @@ def main():
                              for m, g in allocation.blocked_macs(analysis)[:3])
         raise Tf1PruneError("no channel would be removed%s (--best_effort writes the graph anyway)"
                             % (": the most MACs are held by " + blockers if blockers else ""))
-    slim_gd, report = slim.apply_slim(plan), None
+    weights = analysis.view.graph_def
+    if batches is not None:   # the written graph is the scored one: BatchNorm re-estimated for this choice
+        if statistics is None:
+            with Patcher(analysis, calibration_data=batches) as patcher:
+                statistics = patcher.statistics(spec)
+        weights = calibrate.apply_statistics(weights, statistics)
+        print("BatchNorm statistics re-estimated on the calibration data: %d constants" % len(statistics))
+    slim_gd, report = slim.apply_slim(plan, graph_def=weights), None
     if fine is not None:
-        from tf1prune import sparsity
-        slim_gd, report, skipped = sparsity.sparsify_graph_def(
+        from tf1prune.apply import finegrained
+        layers = {l.node for l in analysis.layers} | {l.kernel for l in analysis.layers if l.kernel}
+        slim_gd, report, skipped = finegrained.sparsify_graph_def(
             slim_gd, analysis.view.input_specs, analysis.view.output_node_names, fine[0], fine[1], fine[2],
-            FLAGS.block_pooling, cli.names(FLAGS.excludes))
+            FLAGS.block_pooling, [n for n in cli.names(FLAGS.excludes) if n in layers])
         for layer, why in skipped:
             print("fine-grained sparsity skips %s: %s" % (layer, why))
     outputs = [("slim graph", FLAGS.output_graph, functools.partial(save_graph_def, slim_gd))]
     if FLAGS.sparse_graph:
         outputs.append(("sparse graph", FLAGS.sparse_graph,
-                        functools.partial(save_graph_def, slim.apply_sparse(plan))))
+                        functools.partial(save_graph_def, slim.apply_sparse(plan, weights))))
     if FLAGS.output_spec:
         outputs.append(("spec", FLAGS.output_spec, spec.save))
     before, measured = flops.count(analysis), []
@@ -224,10 +251,11 @@ def main():
     if getattr(spec, "warning", None):
         print("warning: %s" % spec.warning)
     after = measured[0] if measured else flops.count(cli.load_and_analyze(FLAGS.output_graph))
-    pruned = [g for g in spec.groups if len(g["keep"]) < g["channels"]]
-    print("pruned groups: %d of %d prunable; channels %d -> %d" % (
-        len(pruned), len(spec.groups), sum(g["channels"] for g in spec.groups),
-        sum(len(g["keep"]) for g in spec.groups)))
+    if isinstance(spec, Spec):
+        pruned = [g for g in spec.groups if len(g.keep) < g.channels]
+        print("pruned groups: %d of %d prunable; channels %d -> %d" % (
+            len(pruned), len(spec.groups), sum(g.channels for g in spec.groups),
+            sum(len(g.keep) for g in spec.groups)))
     counted = "" if before.complete else " (counted layers only; not counted: %s)" % "; ".join(
         why for _, why in before.uncounted)
     print("MACs:   %d -> %d%s" % (before.macs, after.macs, counted))
@@ -235,8 +263,8 @@ def main():
     print("MACs reduction: %.2f%%%s" % (100.0 * (1 - after.macs / before.macs) if before.macs else 0.0,
                                         "" if before.complete else " of the counted MACs"))
     if report is not None:
-        from tf1prune import sparsity
-        print(sparsity.report_table(report))
+        from tf1prune.apply import finegrained
+        print(finegrained.report_table(report))
         print("(TensorFlow's CPU kernels do not run faster on unstructured zeros: the gain is the compressed "
               "size; see tf1prune-analyze --sparsity_report)")
 

@@ -28,7 +28,7 @@ flags.DEFINE_bool("zeros", False, "Remove the channels whose kernels are all zer
 @cli.tool(required=("input_meta_graph", "input_checkpoint", "output_dir"))
 def main():
     """Strip the checkpoint and print what was removed."""
-    from tf1prune import checkpoint
+    from tf1prune.apply import checkpoint
     cli.refuse("input_graph")
     if bool(FLAGS.spec) == bool(FLAGS.zeros):
         raise Tf1PruneError("give exactly one of --spec or --zeros")
@@ -38,15 +38,15 @@ def main():
                                        cli.input_specs(), cli.names(FLAGS.excludes))
     if FLAGS.zeros:
         found = model.zero_channels()
-        keep = found.keep
+        choice = model.choice(zeros=True)
         if found.groups:
             print(found.report())
         if not found.removed:
             print("warning: no channel is provably zero: nothing is removed")
     else:
-        keep = model.keep_mask(spec=FLAGS.spec)
-    result = checkpoint.strip_checkpoint(model, keep, FLAGS.output_dir, FLAGS.output_graph)
-    removed = int((~keep).sum())
+        choice = model.choice(spec=FLAGS.spec)
+    result = checkpoint.strip_checkpoint(model, choice, FLAGS.output_dir, FLAGS.output_graph)
+    removed = sum(model.analysis.groups[gid].channels - len(kept) for gid, kept in choice.kept.items())
     print("checkpoint:    %s" % result.checkpoint)
     print("meta graph:    %s" % result.meta_graph)
     if result.graph:
@@ -55,7 +55,7 @@ def main():
     print("MACs:   %d -> %d" % (result.before.macs, result.after.macs))
     print("params: %d -> %d" % (result.before.params, result.after.params))
     if FLAGS.report:
-        _report(model, keep, result)
+        _report(model, choice, result)
 
 
 def _checkpoint_bytes(prefix):
@@ -63,13 +63,13 @@ def _checkpoint_bytes(prefix):
                if os.path.exists(p))
 
 
-def _report(model, keep, result):
+def _report(model, choice, result):
     """Write the --report folder (after the checkpoint: a failure says that the checkpoint is written)."""
     from tf1prune.report import write_report
     sizes = {"checkpoint": (_checkpoint_bytes(model.prefix), _checkpoint_bytes(result.checkpoint)),
              "meta graph": (os.path.getsize(model.meta_path), os.path.getsize(result.meta_graph))}
     try:
-        write_report(FLAGS.report, model.analysis, keep, before=result.before, after=result.after, sizes=sizes,
+        write_report(FLAGS.report, model.analysis, choice, before=result.before, after=result.after, sizes=sizes,
                      title="tf1prune-strip-checkpoint: %s" % os.path.basename(model.prefix))
     except (OSError, Tf1PruneError) as e:
         raise Tf1PruneError("cannot write report %r (the slim checkpoint is written): %s"

@@ -1,0 +1,256 @@
+"""tf1prune-analyze / tf1prune-convert, run as subprocesses (and in-process for most error cases)."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import example_models
+import tf1prune
+from tf1prune.core import flops
+from tf1prune.cli import analyze as analyze_cli
+from tf1prune.cli import convert as convert_cli
+from tf1prune.files import load_graph_def, save_graph_def
+from tf1prune.choose.spec import make_spec
+
+pytestmark = pytest.mark.slow   # the full suite only (the fast tier: -m "not slow")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = {"mnist_convnet": "dense/BiasAdd", "mobilenet_v2_se": "logits/BiasAdd"}
+# TensorFlow 2.21 writes these C++ INFO lines while tf1prune imports it, before any log level applies.
+TF_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+                              r"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+                              r"|To enable the following instructions:)")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Frozen example graphs (.pb, plus mnist_convnet as .pbtxt) and a spec made for mnist_convnet."""
+    d = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name in OUT:
+        graph_def, specs, outputs = example_models.frozen_graph_def(name)
+        assert outputs == [OUT[name]] and specs == {"input_1:0": ((1, 28, 28, 1), "float32")}
+        paths[name] = str(d / (name + ".pb"))
+        save_graph_def(graph_def, paths[name])
+        if name == "mnist_convnet":
+            paths["pbtxt"] = str(d / "mnist_convnet.pbtxt")
+            save_graph_def(graph_def, paths["pbtxt"])
+            paths["mnist_spec"] = str(d / "mnist_spec.json")
+            make_spec(tf1prune.analyze(graph_def, specs, outputs), ratio=0.5).save(paths["mnist_spec"])
+    (d / "corrupt.pb").write_bytes(b"\x08\x96\x01 this is not a GraphDef \xff\xfe")
+    paths["corrupt"] = str(d / "corrupt.pb")
+    (d / "bad.json").write_text("{not json")
+    paths["bad_json"] = str(d / "bad.json")
+    (d / "not_a_spec.json").write_text(json.dumps({"format": "other", "groups": []}))
+    paths["not_a_spec"] = str(d / "not_a_spec.json")
+    paths["dir"] = str(d)
+    return paths
+
+
+def clean_stderr(text):
+    return [l for l in text.splitlines() if l.strip() and not TF_STARTUP_NOISE.match(l)]
+
+
+def run_tool(tool, *args):
+    """Run ``python -m tf1prune.cli.<tool> args`` from the repo root."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the tools must quiet TensorFlow themselves
+    proc = subprocess.run([sys.executable, "-m", "tf1prune.cli." + tool] + list(args), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout, clean_stderr(proc.stderr)
+
+
+def ok(tool, *args):
+    code, out, err = run_tool(tool, *args)
+    assert code == 0 and not err, (code, out, err)
+    return out
+
+
+def measured_macs(path, name):
+    a = tf1prune.analyze(load_graph_def(path), None, [OUT[name]])
+    return flops.count(a).macs
+
+
+def outputs_of(graph_def, x, output):
+    with tf.Graph().as_default() as g:
+        tf.import_graph_def(graph_def, name="")
+        with tf.Session(graph=g) as sess:
+            return sess.run(output + ":0", {"input_1:0": x})
+
+
+# --- analyze -----------------------------------------------------------------
+def test_analyze_text(models):
+    out = ok("analyze", "--input_graph", models["mnist_convnet"], "--output_node_names", OUT["mnist_convnet"])
+    assert "groups: 3 (2 prunable)" in out
+    assert re.search(r"^ +2 +10 no +dense/MatMul$", out, re.M)
+    assert "reason: graph output 'dense/BiasAdd'" in out
+    assert "blocks: 0" in out
+    assert re.search(r"^conv2d_1/Conv2D +conv +557568 +4608$", out, re.M)
+    assert re.search(r"^total +662912 +12874$", out, re.M)
+
+
+def test_analyze_json(models):
+    out = ok("analyze", "--input_graph", models["mobilenet_v2_se"], "--output_node_names=logits/BiasAdd", "--json")
+    doc = json.loads(out)  # exactly one JSON document
+    assert doc["macs"] > 0 and doc["params"] > 0
+    for g in doc["groups"]:
+        assert {"nodes", "channels", "prunable", "reason"} <= set(g)
+        assert isinstance(g["channels"], int) and g["nodes"] and (g["prunable"] == (g["reason"] == ""))
+    [dense] = [g for g in doc["groups"] if "logits/MatMul" in g["nodes"]]
+    assert not dense["prunable"] and "graph output 'logits/BiasAdd'" in dense["reason"]
+    assert {b["type"] for b in doc["blocks"]} == {"inverted_residual", "squeeze_excitation"}
+    assert all(b["nodes"] for b in doc["blocks"])
+
+
+# --- convert -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def converted(models):
+    """mobilenet_v2_se at --sparsity 0.5 with --sparse_graph and --output_spec."""
+    d = os.path.join(models["dir"], "sparsity")
+    paths = {k: os.path.join(d, f) for k, f in (("slim", "slim.pb"), ("sparse", "sparse.pb"), ("spec", "s.json"))}
+    out = ok("convert", "--input_graph", models["mobilenet_v2_se"], "--output_graph", paths["slim"],
+             "--output_node_names", OUT["mobilenet_v2_se"], "--sparsity", "0.5",
+             "--sparse_graph", paths["sparse"], "--output_spec", paths["spec"])
+    return paths, out
+
+
+def test_convert_sparsity(models, converted):
+    paths, out = converted
+    printed = float(re.search(r"^MACs reduction: ([\d.]+)%$", out, re.M).group(1))
+    assert abs(printed - 50) <= 1
+    before, after = (int(x) for x in re.search(r"^MACs: +(\d+) -> (\d+)$", out, re.M).groups())
+    assert before == measured_macs(models["mobilenet_v2_se"], "mobilenet_v2_se")
+    assert after == measured_macs(paths["slim"], "mobilenet_v2_se")
+    assert abs(100.0 * (1 - after / before) - printed) < 0.01
+    assert all(os.path.exists(p) for p in paths.values())
+
+
+def test_slim_equals_sparse(converted):
+    paths, _ = converted
+    x = np.random.RandomState(0).standard_normal((3, 28, 28, 1)).astype(np.float32)
+    slim = outputs_of(load_graph_def(paths["slim"]), x, OUT["mobilenet_v2_se"])
+    sparse = outputs_of(load_graph_def(paths["sparse"]), x, OUT["mobilenet_v2_se"])
+    assert slim.shape == (3, 10)
+    np.testing.assert_allclose(slim, sparse, atol=1e-4, rtol=1e-4)
+
+
+def test_convert_spec_round_trip(models, converted):
+    paths, out = converted
+    again = os.path.join(models["dir"], "sparsity", "again.pb")
+    out2 = ok("convert", "--input_graph", models["mobilenet_v2_se"], "--output_graph", again,
+              "--output_node_names", OUT["mobilenet_v2_se"], "--spec", paths["spec"])
+    assert load_graph_def(again) == load_graph_def(paths["slim"])
+    assert out2.splitlines()[-3:] == out.splitlines()[-3:]
+
+
+def test_convert_ratio_pbtxt(models):
+    """Text input, text output, --ratio with --channel_divisible."""
+    slim = os.path.join(models["dir"], "ratio", "slim.pbtxt")
+    out = ok("convert", "--input_graph", models["pbtxt"], "--output_graph", slim, "--output_node_names",
+             OUT["mnist_convnet"], "--ratio", "0.5", "--channel_divisible", "4", "--criterion", "l2",
+             "--input_specs", "input_1:0=2,28,28,1")
+    with open(slim) as f:
+        assert f.read().startswith("node {")
+    a = tf1prune.analyze(load_graph_def(slim), None, [OUT["mnist_convnet"]])
+    assert [g.channels for g in a.groups] == [8, 16, 10]
+    assert "pruned groups: 2 of 2 prunable; channels 48 -> 24" in out
+    printed = float(re.search(r"^MACs reduction: ([\d.]+)%$", out, re.M).group(1))
+    assert 40 < printed < 80
+
+
+# --- bad input -----------------------------------------------------------------
+def bad_cases(m):
+    """(tool, argv) pairs that must fail; ``m`` maps fixture names to paths, 'out' is the output."""
+    mb, out = m["mobilenet_v2_se"], m["out"]
+    conv = ["--input_graph", mb, "--output_graph", out, "--output_node_names", OUT["mobilenet_v2_se"]]
+    return {
+        "missing_graph": ("convert", ["--input_graph", m["dir"] + "/nope.pb", "--output_graph", out,
+                                      "--output_node_names", "x", "--ratio", "0.5"]),
+        "corrupt_graph": ("convert", ["--input_graph", m["corrupt"], "--output_graph", out,
+                                      "--output_node_names", "x", "--ratio", "0.5"]),
+        "unknown_output": ("convert", conv[:-1] + ["nope", "--ratio", "0.5"]),
+        "unknown_exclude": ("convert", conv + ["--ratio", "0.5", "--excludes", "stem_conv/Conv2D,nope"]),
+        "spec_other_graph": ("convert", conv + ["--spec", m["mnist_spec"]]),
+        "spec_bad_json": ("convert", conv + ["--spec", m["bad_json"]]),
+        "spec_malformed": ("convert", conv + ["--spec", m["not_a_spec"]]),
+        "missing_spec": ("convert", conv + ["--spec", m["dir"] + "/nope.json"]),
+        "sparsity_1": ("convert", conv + ["--sparsity", "1"]),
+        "sparsity_neg": ("convert", conv + ["--sparsity=-0.1"]),
+        "ratio_0": ("convert", conv + ["--ratio", "0"]),
+        "sparsity_nan": ("convert", conv + ["--sparsity", "abc"]),
+        "no_target": ("convert", conv),
+        "two_targets": ("convert", conv + ["--sparsity", "0.5", "--ratio", "0.5"]),
+        "target_and_spec": ("convert", conv + ["--ratio", "0.5", "--spec", m["mnist_spec"]]),
+        "missing_output_graph": ("convert", conv[:2] + conv[4:] + ["--ratio", "0.5"]),
+        "missing_output_names": ("convert", conv[:4] + ["--ratio", "0.5"]),
+        "output_is_input": ("convert", ["--input_graph", mb, "--output_graph", mb, "--output_node_names",
+                                        OUT["mobilenet_v2_se"], "--ratio", "0.5"]),
+        "sparse_is_input": ("convert", conv + ["--ratio", "0.5", "--sparse_graph", mb]),
+        "output_spec_is_spec": ("convert", conv + ["--spec", m["mnist_spec"], "--output_spec", m["mnist_spec"]]),
+        "bad_input_specs": ("convert", conv + ["--ratio", "0.5", "--input_specs", "input_1:0=1,x"]),
+        "unknown_flag": ("convert", conv + ["--ratio", "0.5", "--bogus"]),
+        "stray_argument": ("convert", conv + ["--ratio", "0.5", "extra"]),
+        "bad_criterion": ("convert", conv + ["--ratio", "0.5", "--criterion", "l7"]),
+        "analyze_missing_names": ("analyze", ["--input_graph", mb]),
+        "analyze_corrupt": ("analyze", ["--input_graph", m["corrupt"], "--output_node_names", "x"]),
+    }
+
+
+@pytest.fixture
+def bad_env(models, tmp_path):
+    """Paths for a bad-input case, and a check that nothing was written and no input changed."""
+    m = dict(models, out=str(tmp_path / "out.pb"))
+    inputs = [p for k, p in models.items() if k != "dir"]
+    before = {p: open(p, "rb").read() for p in inputs}
+    yield m
+    assert not os.path.exists(m["out"])
+    assert sorted(os.listdir(tmp_path)) == []
+    assert {p: open(p, "rb").read() for p in inputs} == before
+
+
+def check_error(code, err):
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("case", ["corrupt_graph", "missing_output_graph", "unknown_flag"])
+def test_bad_input_subprocess(bad_env, case):
+    tool, argv = bad_cases(bad_env)[case]
+    code, out, err = run_tool(tool, *argv)
+    check_error(code, err)
+    assert out == ""
+
+
+@pytest.mark.parametrize("case", sorted(bad_cases({k: "" for k in ("mobilenet_v2_se", "out", "dir", "corrupt",
+                                                                   "mnist_spec", "bad_json", "not_a_spec")})))
+def test_bad_input_in_process(bad_env, case, capsys):
+    tool, argv = bad_cases(bad_env)[case]
+    main = {"analyze": analyze_cli.main, "convert": convert_cli.main}[tool]
+    code = main(["tf1prune-" + tool] + argv)
+    captured = capsys.readouterr()
+    check_error(code, captured.err.splitlines())
+    assert captured.out == ""
+
+
+def test_error_messages(models, tmp_path, capsys):
+    """A few messages name the problem."""
+    out = str(tmp_path / "o.pb")
+    base = ["tf1prune-convert", "--input_graph", models["mobilenet_v2_se"], "--output_graph", out,
+            "--output_node_names", OUT["mobilenet_v2_se"]]
+    expected = [([], "give exactly one of --sparsity, --ratio or --spec (got none)"),
+                (["--sparsity", "1.5"], "--sparsity must be in (0, 1), got 1.5"),
+                (["--spec", models["mnist_spec"]], "spec was made for another graph"),
+                (["--ratio", "0.5", "--excludes", "nope"], "excluded node 'nope' is not in the graph")]
+    for extra, message in expected:
+        assert convert_cli.main(base + extra) == 2
+        assert message in capsys.readouterr().err
+    assert convert_cli.main(base[:3] + ["--output_graph", models["mobilenet_v2_se"]] + base[5:] + ["--ratio=.5"]) == 2
+    assert "--output_graph is the same file as --input_graph" in capsys.readouterr().err
+    assert analyze_cli.main(["tf1prune-analyze", "--output_node_names", "x"]) == 2
+    assert capsys.readouterr().err == "error: --input_graph is required\n"

@@ -1,0 +1,118 @@
+"""The evaluation engine and the result store on tiny graphs (fast tier)."""
+import concurrent.futures
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from helpers import run_graph
+from tf1prune.core.rules import build
+from tf1prune.errors import Tf1PruneError
+from tf1prune.workflows.engine import Candidate, Engine, content_digest
+from tf1prune.workflows.store import ResultStore
+
+
+def tiny_graph(scale):
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, 2], name="x")
+        tf.matmul(x, tf.constant(np.full((2, 1), scale, np.float32), name="w"), name="y")
+    return graph.as_graph_def()
+
+
+def total(graph_def):
+    """The metric: the output on ones (module level: picklable)."""
+    return float(run_graph(graph_def, {"x:0": np.ones((1, 2), np.float32)}, ["y:0"])[0].sum())
+
+
+def test_the_engine_patches_restores_and_keys_workers_by_content(tmp_path):
+    a, b = tiny_graph(1.0), tiny_graph(3.0)
+    assert content_digest(a) != content_digest(b) and content_digest(a) == content_digest(tiny_graph(1.0))
+    before = a.SerializeToString()
+    engine = Engine(a, total, workdir=str(tmp_path))
+    assert engine.baseline() == 2.0
+    patched = dict((k, v) for k, v, _ in engine.run([Candidate("half", {"w": np.full((2, 1), 0.5, np.float32)})]))
+    assert patched == {"half": 1.0} and a.SerializeToString() == before   # restored byte for byte
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:   # one worker thread serves both graphs
+        for graph_def, want in ((a, 2.0), (b, 6.0), (a, 2.0)):
+            results = list(Engine(graph_def, total, executor=pool, workdir=str(tmp_path)).run(
+                [Candidate(0, {}), Candidate(1, {"w": np.zeros((2, 1), np.float32)})]))
+            assert sorted(r[:2] for r in results) == [(0, want), (1, 0.0)]
+    assert not [f for f in os.listdir(str(tmp_path)) if f.endswith(".pb")]   # the graph files are removed
+
+
+def test_failures_are_recorded_not_raised_and_the_baseline_must_score():
+    calls = []
+
+    def flaky(graph_def):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("flaky")
+        return float("nan") if len(calls) == 3 else total(graph_def)
+    engine = Engine(tiny_graph(1.0), flaky)
+    results = list(engine.run(Candidate(i, {}) for i in range(4)))
+    assert [r[1] for r in results] == [2.0, None, None, 2.0]
+    assert "ValueError: flaky" in results[1][2] and "nan" in results[2][2]
+    with pytest.raises(Tf1PruneError, match="baseline evaluation failed"):
+        Engine(tiny_graph(1.0), lambda gd: 1 / 0).baseline()
+    with pytest.raises(Tf1PruneError, match="callable"):
+        Engine(tiny_graph(1.0), 3)
+
+
+def test_fill_retries_failures_and_saves_as_it_goes(tmp_path):
+    path = str(tmp_path / "r.json")
+    store = ResultStore.open(path, "test", {"graph": "g"}, {"n": 3})
+    state = {"fail": True}
+
+    def metric(graph_def):
+        if state["fail"] and build.const_value(next(n for n in graph_def.node if n.name == "w"))[0, 0] == 2:
+            raise RuntimeError("broken loader")
+        return total(graph_def)
+    engine = Engine(tiny_graph(1.0), metric)
+    patch = lambda key: {"w": np.full((2, 1), float(key), np.float32)}   # noqa: E731
+    engine.fill(store, ["1", "2", "3"], patch, baseline=dict)
+    assert store.baseline == 2.0 and store.failures() == {"2": "RuntimeError: broken loader"}
+    saved = json.load(open(path))
+    assert saved["entries"]["1"]["value"] == 2.0 and saved["entries"]["2"]["value"] is None
+    state["fail"] = False
+    resumed = ResultStore.open(path, "test", {"graph": "g"}, {"n": 3})
+    assert resumed.missing(["1", "2", "3"]) == ["2"]
+    engine.fill(resumed, ["1", "2", "3"], patch, baseline=dict)
+    assert resumed.value("2") == 4.0 and not resumed.failures()
+    again = ResultStore.open(path, "test", {"graph": "g"}, {"n": 3}, recompute=["3"])   # per entry
+    assert again.missing(["1", "2", "3"]) == ["3"] and again.value("1") == 2.0
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("", "corrupt"), ("{\"format\": \"tf1prune-results\", \"ver", "corrupt"), ("[1, 2]", "not a JSON object"),
+    (json.dumps({"format": "other"}), "not a tf1prune results file"),
+    (json.dumps({"format": "tf1prune-results", "version": 1}), "version 1"),
+    (json.dumps({"format": "tf1prune-results", "version": 2, "kind": "search"}), "'search' results, not 'test'"),
+    (json.dumps({"format": "tf1prune-results", "version": 2, "kind": "test", "identity": {}, "settings": {},
+                 "entries": None}), "'entries' is missing"),
+    (json.dumps({"format": "tf1prune-results", "version": 2, "kind": "test", "identity": {}, "settings": {},
+                 "entries": {"a": {"value": "high"}}}), "entry 'a' is malformed"),
+])
+def test_a_corrupt_store_is_one_error_naming_the_file(tmp_path, content, problem):
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    with pytest.raises(Tf1PruneError) as e:
+        ResultStore.open(str(path), "test", {"graph": "g"}, {})
+    assert str(path) in str(e.value) and problem in str(e.value) and "\n" not in str(e.value)
+    assert path.read_text() == content   # nothing was overwritten
+    assert ResultStore.open(str(path), "test", {"graph": "g"}, {}, recompute=True).entries == {}
+
+
+def test_a_store_for_other_weights_or_settings_is_refused(tmp_path):
+    path = str(tmp_path / "r.json")
+    store = ResultStore.open(path, "test", {"graph": "g", "weights": "w1"}, {"ratios": [0.5]})
+    store.record("k", 1.0)
+    store.save()
+    assert ResultStore.open(path, "test", {"graph": "g", "weights": "w1"}, {"ratios": (0.5,)}).value("k") == 1.0
+    with pytest.raises(Tf1PruneError, match="other weights .'w1', now 'w2': the model changed since"):
+        ResultStore.open(path, "test", {"graph": "g", "weights": "w2"}, {"ratios": [0.5]})
+    with pytest.raises(Tf1PruneError, match="ratios"):
+        ResultStore.open(path, "test", {"graph": "g", "weights": "w1"}, {"ratios": [0.4]})
+    assert ResultStore.read(path, "test").value("k") == 1.0   # read as it was made, whatever the weights

@@ -1,0 +1,179 @@
+"""OneStepPruningRunner: candidates at the target, calibrated scores, resumable search, prune, executors."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tf1prune
+from helpers import run_graph
+from sessions import CALIBRATION, OUT, RESNET_OUT, SPECS, X, eval_fn as mnist_eval_fn, resnet_eval as eval_fn
+from sessions import resnet_model, seed_model
+from tf1prune.core import flops
+from tf1prune.workflows.onestep import OneStepPruningRunner, Search
+
+pytestmark = pytest.mark.slow
+
+
+def test_search_scores_candidates_at_the_target_and_prunes_the_best(tmp_path):
+    graph, sess, _ = resnet_model()
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        search = runner.search(eval_fn, CALIBRATION, num_subnet=5, sparsity=0.5, progress=None)
+        full = flops.count(runner.analysis).macs
+        assert len(search.candidates) == 5 and search.baseline is not None
+        for c in search.candidates:
+            assert abs(1 - c["macs"] / full - 0.5) <= 0.005 and c["score"] is not None
+        uniform = tf1prune.make_spec(runner.analysis, sparsity=0.5)
+        assert [len(g.keep) for g in uniform.groups] == [search.candidates[0]["counts"][g.id]
+                                                             for g in uniform.groups]   # candidate 0: uniform
+        assert len({tuple(sorted(c["counts"].items())) for c in search.candidates}) == 5
+        best = search.ranked()[0]
+        assert search.candidates[best]["score"] == max(c["score"] for c in search.candidates)
+        shape_tensors, masks = runner.prune(sparsity=0.5)
+        kept = {g.id: len(g.keep) for g in runner.spec.groups}
+        assert kept == search.candidates[best]["counts"]
+        before, after = runner.report()
+        assert abs(1 - after.macs / before.macs - 0.5) <= 0.005
+        expected = sess.run(RESNET_OUT + ":0", {"input_1:0": X})
+        np.testing.assert_allclose(run_graph(runner.get_slim_graph_def(), {"input_1:0": X}, [RESNET_OUT + ":0"])[0],
+                                   expected, rtol=1e-4, atol=1e-4)
+        runner.prune(sparsity=0.5, index=len(search.ranked()) - 1)   # the worst one
+        assert {g.id: len(g.keep) for g in runner.spec.groups} == \
+            search.candidates[search.ranked()[-1]]["counts"]
+
+
+def counting_eval_fn():
+    """``eval_fn`` that records each call, and the list it records into."""
+    calls = []
+
+    def counting(gd):
+        calls.append(1)
+        return eval_fn(gd)
+    return counting, calls
+
+
+def test_search_resumes_and_refuses_stale_files(tmp_path):
+    graph, sess, _ = resnet_model()
+    counting, calls = counting_eval_fn()
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        runner.search(counting, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
+        assert len(calls) == 4                       # baseline + 3
+        search = runner.search(counting, CALIBRATION, num_subnet=5, sparsity=0.5, progress=None)
+        assert len(calls) == 6 and len(search.candidates) == 5    # only the 2 new ones
+        path = runner._search_path(0.5)
+        data = json.load(open(path))
+        data["identity"]["graph"] = "other"
+        open(path, "w").write(json.dumps(data))
+        with pytest.raises(tf1prune.Tf1PruneError, match="another graph"):
+            runner.search(counting, CALIBRATION, num_subnet=5, sparsity=0.5, progress=None)
+        runner.search(counting, CALIBRATION, num_subnet=2, sparsity=0.5, recompute=True, progress=None)
+
+
+def test_search_errors(tmp_path):
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, OUT, workspace=str(tmp_path))
+        with pytest.raises(tf1prune.Tf1PruneError, match="call search"):
+            runner.prune(sparsity=0.5)
+        search = runner.search(mnist_eval_fn, CALIBRATION, num_subnet=60, sparsity=0.5, progress=None)
+        assert 1 < len(search.candidates) < 60          # two groups: the space runs out, with a warning
+        assert len({tuple(sorted(c["counts"].items())) for c in search.candidates}) == len(search.candidates)
+        with pytest.raises(tf1prune.Tf1PruneError, match="num_subnet"):
+            runner.search(mnist_eval_fn, CALIBRATION, num_subnet=0)
+        with pytest.raises(tf1prune.Tf1PruneError, match="sparsity must be in"):
+            runner.search(mnist_eval_fn, CALIBRATION, sparsity=1.5)
+        with pytest.raises(tf1prune.Tf1PruneError, match="holds no batch"):
+            runner.search(mnist_eval_fn, [], sparsity=0.5)
+        with pytest.raises(tf1prune.Tf1PruneError, match="index must be"):
+            runner.prune(sparsity=0.5, index=len(search.candidates))
+
+
+def test_a_failing_eval_fn_is_recorded(tmp_path):
+    graph, sess, _ = resnet_model()
+    state = {"n": 0}
+
+    def flaky(gd):
+        state["n"] += 1
+        if state["n"] == 3:
+            raise RuntimeError("boom")
+        return eval_fn(gd)
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        search = runner.search(flaky, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
+        errors = [c["error"] for c in search.candidates if c["error"]]
+        assert errors == ["RuntimeError: boom"] and len(search.ranked()) == 2
+
+
+def test_search_file_round_trip(tmp_path):
+    search = Search.open(str(tmp_path / "s.search"), "d", "w", 0.5, higher_is_better=False)
+    search.store.record(0, 2.0, None, counts={"0": 3}, macs=1)
+    search.store.record(1, 1.0, None, counts={"0": 2}, macs=1)
+    search.store.save()
+    again = Search.open(search.path, "d", "w", 0.5, higher_is_better=False)
+    assert again.ranked() == [1, 0] and again.candidates[0]["counts"] == {0: 3}
+    assert Search.load(search.path, "d").top(1)[0]["index"] == 1
+    with pytest.raises(tf1prune.Tf1PruneError, match="another graph"):
+        Search.load(search.path, "e")
+
+
+def test_ana_and_search_on_a_dask_cluster_match_in_process(tmp_path, monkeypatch):
+    """A LocalCluster of 2 worker processes on loopback (Client.get_executor: a standard Executor)."""
+    distributed = pytest.importorskip("distributed")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([root, os.path.join(root, "tests")]))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    from tf1prune.workflows.iterative import IterativePruningRunner
+    graph, sess, _ = resnet_model()
+    with graph.as_default():
+        runner = IterativePruningRunner("d", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path / "local"))
+        local_sens = runner.ana(eval_fn, ratios=(0.5,), calibration_data=CALIBRATION, progress=None)
+        searcher = OneStepPruningRunner("d", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path / "local"))
+        local_search = searcher.search(eval_fn, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                      host="127.0.0.1") as cluster, distributed.Client(cluster) as client:
+            executor = client.get_executor(pure=False)
+            runner.workspace = searcher.workspace = str(tmp_path / "dask")
+            dask_sens = runner.ana(eval_fn, ratios=(0.5,), calibration_data=CALIBRATION, progress=None,
+                                   executor=executor)
+            dask_search = searcher.search(eval_fn, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None,
+                                          executor=executor)
+    assert dask_sens.baseline == pytest.approx(local_sens.baseline)
+    for gid, values in local_sens.results.items():
+        for ratio, value in values.items():
+            assert dask_sens.results[gid][ratio] == pytest.approx(value, rel=1e-5)
+    assert [c["score"] for c in dask_search.candidates] == pytest.approx([c["score"] for c in local_search.candidates],
+                                                                        rel=1e-5)
+
+
+def test_a_second_search_keeps_the_channels_pruned_earlier(tmp_path):
+    graph, sess, _ = resnet_model()
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        runner.search(eval_fn, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
+        runner.prune(sparsity=0.5)
+        first = {g.id: set(g.keep) for g in runner.spec.groups}
+        search = runner.search(eval_fn, CALIBRATION, num_subnet=3, sparsity=0.7, progress=None)
+        for c in search.candidates:
+            assert all(c["counts"][gid] <= len(kept) for gid, kept in first.items())
+        runner.prune(sparsity=0.7)
+        for g in runner.spec.groups:
+            assert set(g.keep) <= first[g.id]
+
+
+def test_rerunning_a_search_after_a_restart_resumes_it(tmp_path):
+    graph, sess, _ = resnet_model()
+    counting, calls = counting_eval_fn()
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        first = runner.search(counting, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
+        runner.prune(sparsity=0.5)
+        kept = runner.spec.groups
+        restarted = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        assert restarted.spec.groups == kept                 # the latest spec came back
+        n = len(calls)
+        again = restarted.search(counting, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
+        assert len(calls) == n and again.candidates == first.candidates
+        restarted.prune(sparsity=0.5)
+        assert restarted.spec.groups == kept

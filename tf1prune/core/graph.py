@@ -1,0 +1,356 @@
+"""Read-only view of a GraphDef: nodes, consumers, static shapes and constants.
+
+Static shapes come from TensorFlow's own shape inference: the GraphDef is imported into a fresh
+``tf.Graph`` with the placeholders set to the input specs.  What an op *is* (an input, a read, a
+call of library functions) is asked of :mod:`tf1prune.core.rules`.
+"""
+import collections
+import copy
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from tensorflow.python.framework import function_def_to_graph
+
+from tf1prune.core import rules
+from tf1prune.errors import Tf1PruneError
+from tf1prune.core.names import node_of, output_index, tensor_name
+
+FunctionBody = collections.namedtuple("FunctionBody", "view inputs outputs output_shapes")
+FOLD_LIMIT = 64   # constant folding (get_static_value) only for small integer tensors
+
+
+def parse_input_specs(text):
+    """``'x:0=1,64,64,3;y:0=1,10'`` -> ``{'x:0': ((1, 64, 64, 3), 'float32')}``.
+
+    A dtype may follow the shape: ``x:0=1,8:int32``.
+    """
+    specs = {}
+    for item in filter(None, (s.strip() for s in (text or "").split(";"))):
+        if "=" not in item:
+            raise Tf1PruneError("bad input spec %r: expected name=d0,d1,..." % item)
+        name, shape_text = (s.strip() for s in item.split("=", 1))
+        dtype = "float32"
+        if ":" in shape_text:
+            shape_text, dtype = shape_text.rsplit(":", 1)
+        try:
+            shape = tuple(int(d) if d.strip() not in ("", "?", "-1", "None") else None
+                          for d in shape_text.split(","))
+        except ValueError:
+            raise Tf1PruneError("bad input spec %r: dimensions must be integers" % item)
+        _check_dims(item, shape)
+        try:
+            tf.as_dtype(dtype)
+        except TypeError:
+            raise Tf1PruneError("bad input spec %r: unknown dtype %r" % (item, dtype))
+        specs[tensor_name(name)] = (shape, dtype)
+    return specs
+
+
+def _check_dims(what, shape):
+    """Dimensions are positive integers, or None (unknown)."""
+    for d in shape:
+        if d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1):
+            raise Tf1PruneError("bad input spec %r: dimension %r must be a positive integer (or -1, ?, None "
+                                "for unknown)" % (what, d))
+
+
+def normalize_input_specs(input_specs):
+    """Accept ``{name: tf.TensorSpec | (shape, dtype) | shape}``; dimensions of -1 are unknown."""
+    out = {}
+    if input_specs is not None and not isinstance(input_specs, dict):
+        raise Tf1PruneError("input specs must be a dict of input name -> shape, got %r" % (input_specs,))
+    for name, spec in (input_specs or {}).items():
+        try:
+            if hasattr(spec, "shape") and hasattr(spec, "dtype"):
+                shape, dtype = tuple(spec.shape.as_list()), tf.as_dtype(spec.dtype).name
+            elif isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[1], int) and spec[1] is not None:
+                shape, dtype = tuple(spec[0]), tf.as_dtype(spec[1]).name
+            else:
+                shape, dtype = tuple(spec), "float32"
+        except (TypeError, ValueError) as e:
+            raise Tf1PruneError("bad input spec for %r: %s" % (name, e))
+        shape = tuple(None if d is not None and not isinstance(d, bool) and d == -1 else d for d in shape)
+        _check_dims("%s=%s" % (name, list(shape)), shape)
+        out[tensor_name(name)] = (shape, dtype)
+    return out
+
+
+class GraphView:
+    """Nodes, consumers and static shapes of a GraphDef (which is not modified).
+
+    Example::
+
+        view = GraphView(graph_def, {'input:0': ((1, 28, 28, 1), 'float32')}, ['logits'])
+        view.shape('conv/Conv2D:0')  # [1, 26, 26, 16]
+    """
+
+    def __init__(self, graph_def, input_specs=None, output_node_names=(), batch_size=1, check_inputs=True):
+        self.graph_def = graph_def
+        self._functions = {f.signature.name: f for f in graph_def.library.function}
+        self._bodies = {}
+        self.nodes = {n.name: n for n in graph_def.node}
+        self.output_node_names = list(output_node_names)
+        for name in self.output_node_names:
+            if node_of(name) not in self.nodes:
+                raise Tf1PruneError("output node %r is not in the graph" % name)
+        self.input_specs = normalize_input_specs(input_specs)
+        for name in self.input_specs:
+            node = self.nodes.get(node_of(name))
+            if node is None:
+                raise Tf1PruneError("input %r is not in the graph" % name)
+            if not rules.is_input(node.op):
+                raise Tf1PruneError("input %r is not a placeholder but a %s: give the graph's inputs" % (name, node.op))
+            if output_index(name) != 0:
+                raise Tf1PruneError("input %r: a placeholder has one output, %s:0" % (name, node_of(name)))
+        self.consumers = {name: [] for name in self.nodes}
+        for node in graph_def.node:
+            for i, ref in enumerate(node.input):
+                if not ref.startswith("^") and node_of(ref) in self.consumers:
+                    self.consumers[node_of(ref)].append((node.name, i))
+        self._check_inputs = check_inputs
+        self.order = self._topological_order()
+        self.tf_graph = self._import(batch_size)
+        for name in self.output_node_names:
+            if ":" in name and not name.split(":", 1)[1].isdigit():
+                raise Tf1PruneError("output %r: expected a node name or node:index" % name)
+            if ":" in name and output_index(name) >= self.num_outputs(name):
+                raise Tf1PruneError("output %r: node %r has %d output(s)" % (name, node_of(name), self.num_outputs(name)))
+
+    def _shaped_graph_def(self, batch_size):
+        graph_def = copy.deepcopy(self.graph_def)
+        for node in graph_def.node:
+            node.device = ""
+            name = node.name + ":0"
+            if not rules.is_input(node.op):
+                continue
+            placeholder = rules.has_tag(node.op, "placeholder")
+            if name in self.input_specs:
+                shape, dtype = self.input_specs[name]
+                if placeholder:
+                    node.attr["dtype"].type = tf.as_dtype(dtype).as_datatype_enum
+            elif placeholder and node.attr["shape"].shape.unknown_rank:
+                if self._check_inputs and self._reaches_outputs(node.name):
+                    raise Tf1PruneError("input %r has an unknown shape: give its shape with input specs" % name)
+                continue
+            elif placeholder and node.attr["shape"].shape.dim:
+                dims = [d.size for d in node.attr["shape"].shape.dim]
+                if any(d < 0 for d in dims[1:]):
+                    if self._check_inputs and self._reaches_outputs(node.name):
+                        raise Tf1PruneError(
+                            "input %r has shape %s with unknown dimensions: give its shape with input specs"
+                            % (name, [d if d >= 0 else None for d in dims]))
+                    continue
+                shape = (batch_size if dims[0] < 0 else dims[0],) + tuple(dims[1:])
+            else:
+                continue
+            if placeholder:
+                node.attr["shape"].shape.CopyFrom(tf.TensorShape(list(shape)).as_proto())
+        return graph_def
+
+    def _reaches_outputs(self, name):
+        return name in self.reachable
+
+    def _import(self, batch_size):
+        """Import with TF shape inference; If outputs get shapes inferred from their branches."""
+        graph_def = self._shaped_graph_def(batch_size)
+        while True:
+            graph = tf.Graph()
+            try:
+                with graph.as_default():
+                    tf.import_graph_def(graph_def, name="")
+            except (ValueError, TypeError, tf.errors.OpError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise Tf1PruneError("TensorFlow cannot import the graph: %s" % first)
+            if not self._fill_call_shapes(graph_def, graph):
+                return graph
+
+    def _fill_call_shapes(self, graph_def, graph):
+        """Output shapes of If/PartitionedCall ops from their bodies, and of While loops from the
+        shapes their body keeps (the most specific ones compatible with every iteration)."""
+        changed = False
+        for node in graph_def.node:
+            call = rules.call_spec(node.op)
+            if call is None or "output_shapes" not in node.attr or node.name not in self.reachable:
+                continue
+            op = graph.get_operation_by_name(node.name)
+            if all(t.shape.is_fully_defined() for t in op.outputs):
+                continue
+            in_shapes = tuple(tuple(t.shape.as_list()) if t.shape.dims is not None else None
+                              for t in op.inputs[call.first_arg:])
+            if None in in_shapes:
+                continue
+            shapes = self._loop_shapes(node.name, call, in_shapes) if call.loop else \
+                self._branch_shapes(node.name, call, in_shapes)
+            if shapes is None or [s.as_proto() for s in shapes] == list(node.attr["output_shapes"].list.shape):
+                continue
+            del node.attr["output_shapes"].list.shape[:]
+            node.attr["output_shapes"].list.shape.extend([s.as_proto() for s in shapes])
+            changed = True
+        return changed
+
+    def _branch_shapes(self, name, call, in_shapes):
+        shapes = None
+        for attr in call.branches:
+            out = [tf.TensorShape(s) for s in self.function_body(name, attr, in_shapes).output_shapes]
+            shapes = out if shapes is None else [a.most_specific_compatible_shape(b) for a, b in zip(shapes, out)]
+        return shapes
+
+    def _loop_shapes(self, name, call, in_shapes, limit=4):
+        """Loop variables' shapes: generalised until the body keeps them."""
+        shapes = [tf.TensorShape(s) for s in in_shapes]
+        for _ in range(limit):
+            key = tuple(tuple(s.as_list()) if s.dims is not None else None for s in shapes)
+            if None in key:
+                return None
+            out = [tf.TensorShape(s) for s in self.function_body(name, call.branches[0], key).output_shapes]
+            if len(out) != len(shapes):
+                return None
+            general = [a.most_specific_compatible_shape(b) for a, b in zip(shapes, out)]
+            if [g.as_list() if g.dims is not None else None for g in general] == \
+                    [s.as_list() if s.dims is not None else None for s in shapes]:
+                return shapes
+            shapes = general
+        return None
+
+    def function_body(self, name, attr, in_shapes=None):
+        """The branch ``attr`` of call op ``name`` as a GraphDef, for the current input shapes."""
+        if in_shapes is None:
+            first = rules.call_spec(self.nodes[name].op).first_arg
+            in_shapes = tuple(tuple(s) if s is not None else None
+                              for s in (self.shape(t) for t in self.data_inputs(name)[first:]))
+        key = (name, attr, in_shapes)
+        if key not in self._bodies:
+            fdef = self.function_def(name, attr)
+            graph_def, names = function_def_to_graph.function_def_to_graph_def(
+                fdef, [tf.TensorShape(s) for s in in_shapes])
+            args = {arg.name: shape for arg, shape in zip(fdef.signature.input_arg, in_shapes)}
+            for node in graph_def.node:
+                node.attr.pop("_output_shapes", None)
+                if rules.is_input(node.op) and node.name in args:  # stale arg_attr shapes lose
+                    node.attr["shape"].shape.CopyFrom(tf.TensorShape(args[node.name]).as_proto())
+            inputs = [names[arg.name] for arg in fdef.signature.input_arg]
+            outputs = [names[fdef.ret[arg.name]] for arg in fdef.signature.output_arg]
+            view = GraphView(graph_def, None, [node_of(o) for o in outputs], check_inputs=False)
+            self._bodies[key] = FunctionBody(view, inputs, outputs, [view.shape(o) for o in outputs])
+        return self._bodies[key]
+
+    def _topological_order(self):
+        order, self.reachable = self.order_from([node_of(n) for n in self.output_node_names] or list(self.nodes))
+        return order
+
+    def order_from(self, roots):
+        """Nodes that ``roots`` depend on, inputs first, and their set."""
+        seen, order, stack = set(), [], [(r, False) for r in reversed(roots)]
+        while stack:
+            name, done = stack.pop()
+            if done:
+                order.append(name)
+                continue
+            if name in seen or name not in self.nodes:
+                continue
+            seen.add(name)
+            stack.append((name, True))
+            for ref in reversed(self.nodes[name].input):
+                if node_of(ref) not in seen:
+                    stack.append((node_of(ref), False))
+        return order, seen
+
+    # --- accessors -------------------------------------------------------
+    def op(self, name):
+        return self.tf_graph.get_operation_by_name(node_of(name))
+
+    def shape(self, tensor):
+        """Static shape as a list (``None`` for unknown dims), or None if the rank is unknown.
+
+        A resource variable's handle has the shape of the variable it holds.
+        """
+        node = self.nodes[node_of(tensor)]
+        if rules.is_variable(node.op) and "shape" in node.attr:
+            shape = tf.TensorShape(node.attr["shape"].shape)
+        else:
+            shape = self.tf_graph.get_tensor_by_name(tensor_name(tensor)).shape
+        return None if shape.dims is None else shape.as_list()
+
+    def dtype(self, tensor):
+        return self.tf_graph.get_tensor_by_name(tensor_name(tensor)).dtype
+
+    def num_outputs(self, name):
+        return len(self.op(name).outputs)
+
+    def used_outputs(self, name):
+        """Indices of the outputs of node ``name`` that other nodes (or the graph outputs) read."""
+        if name in [node_of(n) for n in self.output_node_names]:
+            return list(range(self.num_outputs(name)))
+        used = {output_index(self.nodes[c].input[i]) for c, i in self.consumers[name]}
+        return sorted(used)
+
+    def data_inputs(self, name):
+        return [tensor_name(r) for r in self.nodes[name].input if not r.startswith("^")]
+
+    def read_source(self, tensor):
+        """The node whose value ``tensor`` is, through read ops (Identity, ReadVariableOp...)."""
+        node = self.nodes.get(node_of(tensor))
+        while node is not None and rules.is_read(node.op) and node.input:
+            node = self.nodes.get(node_of(node.input[0]))
+        return node.name if node is not None else None
+
+    def const_value(self, tensor):
+        """Value of a constant tensor (a Const read through Identity, or a small integer tensor that
+        TensorFlow folds, e.g. a computed permutation), else None."""
+        source = self.read_source(tensor)
+        if source is None:
+            return None
+        node = self.nodes[source]
+        if rules.is_const(node.op):
+            return tf.make_ndarray(node.attr["value"].tensor)
+        if rules.is_variable(node.op) or rules.is_input(node.op):
+            return None
+        try:
+            t = self.tf_graph.get_tensor_by_name(tensor_name(tensor))
+        except (KeyError, ValueError):
+            return None
+        if not t.dtype.is_integer or not t.shape.is_fully_defined() or t.shape.num_elements() > FOLD_LIMIT:
+            return None
+        value = tf.get_static_value(t)
+        return None if value is None else np.asarray(value)
+
+    def function_def(self, name, attr):
+        """The library function that attribute ``attr`` of node ``name`` calls."""
+        fname = self.nodes[name].attr[attr].func.name
+        if fname not in self._functions:
+            raise Tf1PruneError("function %r of %r is not in the graph library" % (fname, name))
+        return self._functions[fname]
+
+    def layer_ops_in(self, name, attr):
+        """``(op, node)`` of the layer ops in the function ``attr`` of node ``name``, nested calls included."""
+        found, seen, stack = [], set(), [self.function_def(name, attr)]
+        while stack:
+            fdef = stack.pop()
+            if fdef.signature.name in seen:
+                continue
+            seen.add(fdef.signature.name)
+            for node in fdef.node_def:
+                if rules.is_layer(node.op):
+                    found.append((node.op, node.name))
+                for value in node.attr.values():
+                    funcs = [value.func] if value.WhichOneof("value") == "func" else \
+                        list(value.list.func) if value.WhichOneof("value") == "list" else []
+                    stack += [self._functions[f.name] for f in funcs if f.name in self._functions]
+        return found
+
+    def attr(self, name, key, default=None):
+        node = self.nodes[node_of(name)]
+        if key not in node.attr:
+            return default
+        value = node.attr[key]
+        kind = value.WhichOneof("value")
+        if kind == "list":
+            lst = value.list
+            return list(lst.i) or list(lst.s) or list(lst.f) or []
+        result = getattr(value, kind) if kind else default
+        return result.decode() if isinstance(result, bytes) else result
+
+    def channel_axis(self, name, rank=4):
+        """Channel axis for ops with a ``data_format`` attribute."""
+        fmt = self.attr(name, "data_format", "NHWC") or "NHWC"
+        return 1 if fmt.startswith("NC") else rank - 1

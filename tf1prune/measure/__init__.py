@@ -1,0 +1,1 @@
+"""Measurements on this machine: graph latency (interleaved runs) and per-layer timings."""

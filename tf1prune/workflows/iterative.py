@@ -1,0 +1,185 @@
+"""Session-bound pruning with the API of the Vitis AI TF1 optimizer (``IterativePruningRunner``).
+
+Example::
+
+    runner = IterativePruningRunner("mnist", sess, {"input_1:0": tf.TensorSpec((1, 28, 28, 1))},
+                                    ["dense/BiasAdd"])
+    runner.ana(eval_fn)                        # eval_fn(frozen_graph_def) -> float, cached
+    shape_tensors, masks = runner.prune(sparsity=0.5)
+    ... fine-tune with any tf.compat.v1.train optimizer: pruned weights stay zero ...
+    slim_graph_def = runner.get_slim_graph_def(shape_tensors, masks)
+"""
+import collections
+import numbers
+import os
+
+import tensorflow.compat.v1 as tf
+
+from tf1prune.apply import calibrate
+from tf1prune.apply.patches import Patcher
+from tf1prune.choose import allocation, spec as spec_lib
+from tf1prune.core.choice import Choice
+from tf1prune.errors import Tf1PruneError
+from tf1prune.workflows import sensitivity
+from tf1prune.workflows.engine import Candidate, Engine, default_devices
+from tf1prune.workflows.session import DEFAULT_WORKSPACE, SessionPruner  # noqa: F401  (DEFAULT_WORKSPACE: compatibility)
+
+Validation = collections.namedtuple("Validation", "eval_fn calibration_data higher_is_better")
+Validation.__doc__ = ("What prune() scores an allocation with against the uniform one: the metric, the "
+                      "calibration batches of adaptive BatchNorm, and the metric's direction.")
+
+
+class IterativePruningRunner(SessionPruner):
+    """Analyse, prune in place, and export a session's model (see the module docstring).
+
+    Args: as :class:`~tf1prune.workflows.session.SessionPruner`.
+
+    State besides the session pruner's: ``sens`` (the last :meth:`ana`'s
+    :class:`~tf1prune.workflows.sensitivity.Sensitivity`) and ``validation`` (a :class:`Validation`, set by
+    ``ana(..., calibration_data=...)``: :meth:`prune` then keeps the uniform allocation unless the
+    sensitivity-driven one scores better; set it to None to skip that check).
+    """
+
+    def __init__(self, model_name, sess, input_specs, output_node_names, excludes=(), workspace=None,
+                 criterion="l1", channel_divisible=1):
+        self.sens = None
+        self.validation = None
+        super().__init__(model_name, sess, input_specs, output_node_names, excludes, workspace, criterion,
+                         channel_divisible)
+
+    # --- ana --------------------------------------------------------------
+    def ana(self, eval_fn, gpu_ids=None, checkpoint_interval=10, ratios=sensitivity.DEFAULT_RATIOS,
+            higher_is_better=True, executor=None, recompute=False, progress=True,
+            calibration_data=None):
+        """Sensitivity analysis: ``eval_fn(frozen_graph_def) -> float`` for every group and ratio.
+
+        Results are kept in ``<workspace>/<model_name>.sens`` (tied to the graph and its weights) and
+        resumed; failed evaluations are retried.  ``recompute``: True starts over, a list of
+        ``(group id, ratio)`` pairs measures those again.  ``gpu_ids`` with several devices (or an
+        ``executor``) evaluates in parallel worker processes.  With ``calibration_data`` (feed dicts,
+        or a callable returning them) every candidate's BatchNorm statistics are re-estimated on it
+        before ``eval_fn`` sees it (adaptive BatchNorm, as in EagleEye); the baseline too.
+        ``progress``: a bar with an ETA on a terminal (see :mod:`tf1prune.progress`).
+        """
+        devices = list(gpu_ids) if gpu_ids else default_devices()
+        os.makedirs(self.workspace, exist_ok=True)
+        analysis = self._refresh()
+        if calibration_data is not None:
+            calibration_data = calibrate.feed_batches(calibration_data)
+        engine = Engine(self.frozen, eval_fn, devices, executor, self.workspace)
+        sens = sensitivity.Sensitivity.open(self._path(self.model_name + ".sens"), analysis.digest(), engine.weights,
+                                            ratios, higher_is_better, recompute, calibrated=calibration_data is not None)
+        with Patcher(analysis, calibration_data=calibration_data) as patcher:
+            sensitivity.run(sens, engine, patcher, self._ranking(analysis), self.channel_divisible,
+                            checkpoint_interval, progress)
+        failures = sens.store.failures()
+        if failures:
+            tf.logging.warning("ana: %d evaluations failed (retried by the next ana; see %s): %s", len(failures),
+                               sens.path, "; ".join("%s: %s" % kv for kv in sorted(failures.items()))[:500])
+        self.sens = sens
+        self.validation = None if calibration_data is None else Validation(eval_fn, calibration_data,
+                                                                           higher_is_better)
+        return sens
+
+    # --- prune ------------------------------------------------------------
+    def prune(self, sparsity=None, threshold=None, max_attemp=10, max_attempt=None, strategy="sensitivity",
+              best_effort=False, max_shift=0.1):
+        """Prune in place to a MACs ``sparsity`` or a relative metric-drop ``threshold``.
+
+        ``sparsity`` wins over ``threshold``.  ``strategy="sensitivity"`` (default) prunes the
+        groups that ``ana`` found least sensitive most; ``"uniform"`` prunes the same ratio of
+        every group (no ``ana`` needed; see BENCHMARKS.md for when it fine-tunes better).  ``max_attemp``/``max_attempt`` are accepted for
+        compatibility: the MACs target is solved on an exact model of the slim graph, no retries.
+        Returns ``(shape_tensors, masks)``: node name -> NodeDef of the slim graph's rewritten
+        shape nodes, and variable name -> 0/1 mask.  Channels pruned earlier stay pruned.
+
+        A ``sparsity`` target missed by more than half a point (too little is prunable, channel
+        steps too coarse, channels already pruned further, an incomplete MACs total) raises a
+        ``Tf1PruneError`` that gives the closest reachable figure; with ``best_effort`` the closest
+        is applied and a warning logged.
+        """
+        if sparsity is None and threshold is None:
+            raise Tf1PruneError("prune() needs sparsity or threshold")
+        if sparsity is not None:
+            sparsity = spec_lib.check_fraction("sparsity", sparsity)
+        elif isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
+            raise Tf1PruneError("threshold must be a number in [0, 1], got %r" % (threshold,))
+        if strategy not in ("sensitivity", "uniform") or (strategy == "uniform" and sparsity is None):
+            raise Tf1PruneError("strategy must be 'sensitivity', or 'uniform' with a sparsity")
+        analysis = self._refresh()
+        sens = self._sensitivity(analysis) if strategy == "sensitivity" else None
+        order, cap = self._pruned_ranking(analysis)
+        if sparsity is not None:
+            if sens is None:
+                counts = allocation.solve_sparsity(analysis, order, sparsity, self.channel_divisible, cap=cap)
+            else:
+                curves = {g.id: sens.curve(g.id) for g in analysis.groups if g.prunable}
+                counts = allocation.sensitivity_allocation(analysis, order, curves, sparsity, self.channel_divisible,
+                                                           cap, max_shift)
+                counts = self._checked_against_uniform(analysis, order, counts, sparsity, cap)
+            problem = allocation.target_problem(analysis, order, counts, sparsity, cap)
+            if problem and not best_effort:
+                raise Tf1PruneError(problem + " (prune(..., best_effort=True) accepts the closest)")
+            if problem:
+                tf.logging.warning("prune: %s", problem)
+            tag = "sparsity_%g" % sparsity
+        else:
+            counts = _threshold_counts(analysis, sens, threshold, self.channel_divisible)
+            counts = {gid: min(c, (cap or {}).get(gid, c)) for gid, c in counts.items()}
+            tag = "threshold_%g" % threshold
+        return self._save_spec(spec_lib.spec_from_counts(analysis, order, counts, self.criterion,
+                                                         self.channel_divisible), tag)
+
+    def _checked_against_uniform(self, analysis, order, counts, sparsity, cap):
+        """With :attr:`validation`, score the allocation and the uniform one, each after adaptive
+        BatchNorm, and keep uniform unless the allocation scores better."""
+        uniform = allocation.solve_sparsity(analysis, order, sparsity, self.channel_divisible, cap=cap)
+        if self.validation is None or uniform == counts:
+            return counts
+        engine = Engine(self.frozen, self.validation.eval_fn)
+        with Patcher(analysis, calibration_data=self.validation.calibration_data) as patcher:
+            candidates = (Candidate(k, patcher.patches(Choice.from_counts(analysis, order, c)))
+                          for k, c in (("allocation", counts), ("uniform", uniform)))
+            scores = {k: v for k, v, _ in engine.run(candidates)}
+        better = (lambda a, b: a > b) if self.validation.higher_is_better else (lambda a, b: a < b)
+        if scores["allocation"] is not None and (scores["uniform"] is None
+                                                 or better(scores["allocation"], scores["uniform"])):
+            return counts
+        tf.logging.info("prune: the uniform allocation scores %s, the sensitivity one %s: uniform kept",
+                        scores["uniform"], scores["allocation"])
+        return uniform
+
+    def _sensitivity(self, analysis):
+        sens = self.sens
+        if sens is None:
+            path = self._path(self.model_name + ".sens")
+            if not os.path.exists(path):
+                raise Tf1PruneError("no sensitivity analysis for %r: call ana() first" % self.model_name)
+            sens = sensitivity.Sensitivity.load(path, analysis.digest())
+        if sens.digest != analysis.digest():
+            raise Tf1PruneError("the sensitivity analysis was made for another graph: run ana() again")
+        return sens
+
+    def _report_sensitivity(self):
+        """This runner's last ``ana``, or its cached analysis when it fits the graph."""
+        if self.sens is None and not os.path.exists(self._path(self.model_name + ".sens")):
+            return []
+        try:
+            return [self._sensitivity(self.analysis)]
+        except Tf1PruneError as e:
+            tf.logging.warning("report: the sensitivity cache is left out: %s", e)
+            return []
+
+
+def _threshold_counts(analysis, sens, threshold, divisible):
+    """Per group: the largest measured ratio whose drop (and every smaller one's) is within ``threshold``."""
+    counts = {}
+    for g in analysis.groups:
+        if g.prunable:
+            best = 0.0
+            for r, d in sens.curve(g.id):
+                if d > threshold:
+                    break
+                best = r
+            counts[g.id] = allocation.keep_count(g.channels, best, divisible)
+    return counts

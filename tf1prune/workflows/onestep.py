@@ -1,0 +1,230 @@
+"""One-step pruning (EagleEye, Li et al. 2020): whole candidates at a MACs target, each scored after
+adaptive BatchNorm, the best one applied.
+
+The search samples per-group pruning allocations around the uniform one (candidate 0 is uniform):
+each group's ratio is the uniform ratio scaled by a log-normal factor (``spread``), and the scale
+is solved so that the slim MACs are within half a point of the target.  Every candidate's pruned
+weights are zeroed in the frozen graph, its BatchNorm statistics are re-estimated exactly on the
+calibration batches, and ``eval_fn`` scores it.  The candidates live in a result store in the
+workspace (``<model>_sparsity_<s>.search``), tied to the graph and its weights; failed candidates
+are retried by the next search.  :meth:`OneStepPruningRunner.prune` applies a candidate to the
+weights the search scored, whatever an earlier ``prune`` of the same search left in the session.
+
+Example::
+
+    runner = OneStepPruningRunner("resnet", sess, input_specs, ["logits"])
+    runner.search(eval_fn, calibration_data, num_subnet=20, sparsity=0.5)
+    shape_tensors, masks = runner.prune(sparsity=0.5)        # the best candidate (index=k: the k-th)
+    ... fine-tune as with IterativePruningRunner ...
+    slim_graph_def = runner.get_slim_graph_def()
+"""
+import os
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from tf1prune.apply import calibrate
+from tf1prune.apply.patches import Patcher
+from tf1prune.choose import costs, spec as spec_lib
+from tf1prune.choose.search import sample_candidates
+from tf1prune.core.choice import Choice
+from tf1prune.errors import Tf1PruneError
+from tf1prune.workflows.engine import Engine, default_devices
+from tf1prune.workflows.session import SessionPruner
+from tf1prune.workflows.store import ResultStore
+
+KIND = "search"
+
+
+class Search:
+    """The candidates of one MACs target: per-group kept counts, slim MACs and score (a view of a
+    result store; :attr:`candidates` lists them as dicts)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    @classmethod
+    def open(cls, path, digest, weights, sparsity, higher_is_better=True, recompute=False):
+        """Resume the search at ``path`` (refused when made for another graph, weights or target)."""
+        settings = {"sparsity": float(sparsity), "higher_is_better": bool(higher_is_better), "calibrated": True}
+        keys = recompute if isinstance(recompute, bool) or recompute is None else [str(int(i)) for i in recompute]
+        return cls(ResultStore.open(path, KIND, {"graph": digest, "weights": weights}, settings, keys))
+
+    @classmethod
+    def load(cls, path, digest):
+        """The search at ``path`` as it was made; refused for another graph."""
+        store = ResultStore.read(path, KIND)
+        if store.identity.get("graph") != digest:
+            raise Tf1PruneError("search file %r was made for another graph: search again" % path)
+        search = cls(store)
+        search.candidates   # checks every entry
+        return search
+
+    path = property(lambda self: self.store.path)
+    sparsity = property(lambda self: self.store.settings["sparsity"])
+    higher_is_better = property(lambda self: self.store.settings["higher_is_better"])
+    baseline = property(lambda self: self.store.baseline)
+
+    @property
+    def cap(self):
+        """Each group's kept count when the search began (channels pruned earlier), or None."""
+        cap = self.store.extra.get("cap")
+        return {int(g): int(n) for g, n in cap.items()} if cap else None
+
+    @property
+    def candidates(self):
+        """``[{"counts": {gid: n}, "macs": int, "score": float|None, "error": str|None}]`` in sampling order."""
+        out = []
+        for i in range(len(self.store.entries)):
+            entry = self.store.entries.get(str(i))
+            try:
+                out.append({"counts": {int(g): int(n) for g, n in entry["counts"].items()}, "macs": int(entry["macs"]),
+                            "score": entry.get("value"), "error": entry.get("error")})
+            except (AttributeError, KeyError, TypeError, ValueError):
+                raise Tf1PruneError("search file %s (%s) is not usable: candidate %d is malformed; delete it or "
+                                    "pass recompute=True" % (os.path.basename(self.path), self.path, i))
+        return out
+
+    def ranked(self):
+        """Indices of the scored candidates, best first (ties: the earlier, uniform first)."""
+        candidates = self.candidates
+        scored = [i for i, c in enumerate(candidates) if c["score"] is not None]
+        sign = -1 if self.higher_is_better else 1
+        return sorted(scored, key=lambda i: (sign * candidates[i]["score"], i))
+
+    def top(self, k=5):
+        """The best ``k`` candidates (dicts with their index), best first."""
+        candidates = self.candidates
+        return [dict(candidates[i], index=i) for i in self.ranked()[:k]]
+
+
+class OneStepPruningRunner(SessionPruner):
+    """Search whole candidates with adaptive BatchNorm, prune to the best (see the module docstring).
+
+    Args: as :class:`~tf1prune.workflows.session.SessionPruner`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._searched = {}   # search path -> (spec when it began, the weights it scored)
+        super().__init__(*args, **kwargs)
+
+    def _search_path(self, sparsity):
+        return self._path("%s_sparsity_%g.search" % (self.model_name, sparsity))
+
+    def search(self, eval_fn, calibration_data, num_subnet=20, sparsity=0.5, gpu_ids=None, executor=None,
+               higher_is_better=True, spread=0.3, seed=0, max_rejections=None, recompute=False,
+               progress=True):
+        """Sample ``num_subnet`` candidates at a MACs ``sparsity``, recalibrate each one's BatchNorm on
+        ``calibration_data`` (feed dicts, or a callable returning them), score it with
+        ``eval_fn(frozen_graph_def) -> float``, and keep them in ``<workspace>/<model>_sparsity_<s>.search``.
+
+        Resumes an earlier search of the same graph, weights and target, retrying failed candidates;
+        ``recompute``: True starts over, a list of candidate indices scores those again.  ``executor``
+        (any ``concurrent.futures.Executor``) or several ``gpu_ids`` evaluate in worker processes;
+        ``progress``: a bar with an ETA on a terminal (see :mod:`tf1prune.progress`).
+        Returns the :class:`Search`.
+        """
+        sparsity = spec_lib.check_fraction("sparsity", sparsity)
+        if isinstance(num_subnet, bool) or not isinstance(num_subnet, int) or num_subnet < 1:
+            raise Tf1PruneError("num_subnet must be a positive integer, got %r" % (num_subnet,))
+        calibration_data = calibrate.feed_batches(calibration_data)
+        os.makedirs(self.workspace, exist_ok=True)
+        analysis = self._refresh()
+        order, cap = self._pruned_ranking(analysis)
+        devices = list(gpu_ids) if gpu_ids else default_devices()
+        engine = Engine(self.frozen, eval_fn, devices, executor, self.workspace)
+        path = self._search_path(sparsity)
+        done = self._finished(path, analysis, engine.weights, num_subnet, recompute)
+        if done is not None:
+            return done
+        search = Search.open(path, analysis.digest(), engine.weights, sparsity, higher_is_better, recompute)
+        store = search.store
+        if store.entries and search.cap is not None:   # resuming: the constraints the search began with
+            cap = search.cap
+        store.extra["cap"] = {str(g): n for g, n in cap.items()} if cap else None
+        known = len(search.candidates)
+        if known < num_subnet:
+            wanted = sample_candidates(analysis, order, sparsity, num_subnet, self.channel_divisible, spread, seed,
+                                       max_rejections, cap)
+            macs = costs.make("macs", analysis, order)
+            for i, counts in enumerate(wanted[known:], known):
+                store.record(i, None, None, counts={str(g): n for g, n in counts.items()}, macs=int(macs(counts)))
+        self._searched[path] = (self.spec, {name: np.array(value) for name, value in self._weights(analysis).items()})
+        keys = [str(i) for i in range(min(num_subnet, len(store.entries)))]
+        candidates = search.candidates
+        with Patcher(analysis, calibration_data=calibration_data) as patcher:
+            engine.fill(store, keys, lambda key: patcher.patches(Choice.from_counts(analysis, order,
+                                                                                    candidates[int(key)]["counts"])),
+                        patcher.baseline, 1, progress, "search", lambda key: "candidate %s" % key)
+        return search
+
+    def _finished(self, path, analysis, weights, num_subnet, recompute):
+        """The search at ``path`` when it is complete and the session holds one of its candidates (a
+        script run again after ``prune``: the weights changed by that prune only), else None."""
+        if recompute or not os.path.exists(path) or self.spec is None:
+            return None
+        search = Search.load(path, analysis.digest())
+        candidates = search.candidates
+        if search.store.identity.get("weights") == weights or len(candidates) < num_subnet \
+                or any(c["score"] is None for c in candidates[:num_subnet]):
+            return None
+        if any(c["counts"] == self.spec.counts(analysis) for c in candidates):
+            return search
+        return None
+
+    def _weights(self, analysis):
+        """The session's values of every variable a candidate may zero (from the frozen graph)."""
+        from tf1prune.core.rules import build
+        nodes = analysis.view.nodes
+        return {name: build.const_value(nodes[name]) for name, axes in analysis.bindings.items()
+                if name in self.variables and any(b.role.zeroed for b in axes.values())}
+
+    def prune(self, sparsity, index=None):
+        """Prune in place to the best searched candidate at ``sparsity`` (or the ``index``-th best);
+        returns ``(shape_tensors, masks)`` with the masks semantics of :class:`IterativePruningRunner`.
+
+        The candidate is applied to the weights the search scored: after another ``prune`` of the
+        same search in this process, the channels that one removed are restored first.  Without them
+        (a new process), a candidate that keeps channels the session has lost is refused."""
+        sparsity = spec_lib.check_fraction("sparsity", sparsity)
+        path = self._search_path(sparsity)
+        if not os.path.exists(path):
+            raise Tf1PruneError("no search at %.1f%% fewer MACs for %r: call search() first"
+                                % (100 * sparsity, self.model_name))
+        analysis = self._refresh()
+        search = Search.load(path, analysis.digest())
+        ranked = search.ranked()
+        if not ranked:
+            raise Tf1PruneError("no candidate of the search in %r was scored" % path)
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(ranked)):
+            raise Tf1PruneError("index must be in [0, %d), got %r" % (len(ranked), index))
+        counts = search.candidates[ranked[index or 0]]["counts"]
+        if path in self._searched and self.spec != self._searched[path][0]:
+            start, weights = self._searched[path]
+            self._restore(start, weights)
+            analysis = self._refresh()
+        order, cap = self._pruned_ranking(analysis)
+        lost = sorted(g for g, n in counts.items() if cap and n > cap.get(g, n))
+        if lost:
+            raise Tf1PruneError("candidate %d keeps channels of group %d that an earlier prune() removed from the "
+                                "session's weights: restore the weights the search scored (e.g. reload the "
+                                "checkpoint) and prune again" % (ranked[index or 0], lost[0]))
+        return self._save_spec(spec_lib.spec_from_counts(analysis, order, counts, self.criterion,
+                                                         self.channel_divisible), "sparsity_%g" % sparsity)
+
+    def _restore(self, spec, weights):
+        """Back to the state a search began in: ``spec`` pruned, the other channels with ``weights``."""
+        current = self._weights(self.analysis)
+        if self.spec is not None:
+            plan = self.analysis.plan(self.spec)
+            changed = [n for n in weights if n in current and not np.allclose(
+                plan.zero(n, weights[n]), plan.zero(n, current[n]))]
+            if changed:
+                tf.logging.warning("prune: %d weights changed since the search (e.g. %r, fine-tuning?): the candidate "
+                                   "is applied to the weights the search scored", len(changed), changed[0])
+        if self.mask_set is not None:   # masks off first: they would zero the restored weights again
+            self.mask_set.load(self.sess, {n: np.ones(m.shape.as_list()) for n, m in self.mask_set.masks.items()})
+        self._load(weights)
+        self.spec = spec
+        if spec is not None:
+            self._apply(spec)
