@@ -9,9 +9,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(TESTS), TESTS]   # the repo (tf1prune, example_models) and the shared test modules
 
+import pytest  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 tf.disable_eager_execution()
+
+
+@pytest.fixture(scope="module")
+def fixed_batch_pb(tmp_path_factory):
+    """A frozen conv/BN/dense graph whose input ``x`` has a fixed batch of 1 (output ``logits``): its path
+    and folder."""
+    from graphs import fixed_batch_graph
+    from tf1prune.files import save_graph_def
+    d = tmp_path_factory.mktemp("fixed")
+    path = str(d / "fixed.pb")
+    save_graph_def(fixed_batch_graph(), path)
+    return path, d
 
 
 def pytest_configure(config):

@@ -53,3 +53,23 @@ def group_of(a, node):
 
 def exact(graph_def, specs=SPECS, ratio=0.5):
     return check_slim_equals_sparse(graph_def, specs, ["logits"], ratio=ratio)
+
+
+def fixed_batch_graph():
+    """A frozen conv/BN/conv/dense graph whose input ``x`` has a fixed batch of 1 (output ``logits``)."""
+    import numpy as np
+    graph = tf.Graph()
+    rng = np.random.RandomState(0)
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, (1, 8, 8, 3), name="x")
+        h = tf.nn.conv2d(x, tf.constant(rng.randn(3, 3, 3, 8).astype(np.float32)), [1, 1, 1, 1], "SAME")
+        h, _, _ = tf.nn.fused_batch_norm(h, tf.constant(rng.rand(8).astype(np.float32) + 0.5),
+                                         tf.constant(rng.randn(8).astype(np.float32)),
+                                         mean=tf.constant(rng.randn(8).astype(np.float32)),
+                                         variance=tf.constant(rng.rand(8).astype(np.float32) + 0.5),
+                                         is_training=False)
+        h = tf.nn.relu(h)
+        h = tf.nn.conv2d(h, tf.constant(rng.randn(3, 3, 8, 8).astype(np.float32)), [1, 1, 1, 1], "SAME")
+        h = tf.reshape(tf.nn.relu(h), [1, 512])
+        tf.matmul(h, tf.constant(rng.randn(512, 4).astype(np.float32)), name="logits")
+    return graph.as_graph_def()

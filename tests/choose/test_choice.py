@@ -7,7 +7,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import tf1prune
-from graphs import SPECS, analyse, build, conv, head
+from graphs import analyse, build, conv, head
 from tf1prune.choose import allocation, costs, criteria
 from tf1prune.choose.spec import SpecGroup
 from tf1prune.core.choice import Choice

@@ -25,6 +25,7 @@ OUT = {"mnist_convnet": "dense/BiasAdd", "mobilenet_v2_se": "logits/BiasAdd"}
 TF_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
                               r"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
                               r"|To enable the following instructions:)")
+from helpers import run_graph
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +255,98 @@ def test_error_messages(models, tmp_path, capsys):
     assert "--output_graph is the same file as --input_graph" in capsys.readouterr().err
     assert analyze_cli.main(["tf1prune-analyze", "--output_node_names", "x"]) == 2
     assert capsys.readouterr().err == "error: --input_graph is required\n"
+
+
+# --- calibration data: the written graph is the scored one; bad data is one error line ----------------
+@pytest.fixture(scope="module")
+def mnist_pb(tmp_path_factory):
+    d = tmp_path_factory.mktemp("graphs")
+    graph_def, specs, outputs = example_models.frozen_graph_def("resnet")
+    path = str(d / "resnet.pb")
+    save_graph_def(graph_def, path)
+    x = np.random.RandomState(3).rand(96, 28, 28, 1).astype(np.float32)
+    npz = str(d / "calibration.npz")
+    np.savez(npz, input_1=x)
+    return path, npz, x, outputs[0]
+
+
+def test_convert_search_writes_the_recalibrated_graph_it_scored(mnist_pb, tmp_path):
+    path, npz, x, out = mnist_pb
+    slim, sparse, spec = (str(tmp_path / n) for n in ("slim.pb", "sparse.pb", "spec.json"))
+    argv = ["tf1prune-convert", "--input_graph", path, "--output_graph", slim, "--output_node_names", out,
+            "--sparsity", "0.3", "--search", "3", "--calibration_data", npz, "--calibration_batch", "32",
+            "--sparse_graph", sparse, "--output_spec", spec, "--channel_divisible", "1"]
+    assert convert_cli.main(argv) == 0
+    original = load_graph_def(path)
+    plain_sparse = tf1prune.sparse_graph_def(original, tf1prune.Spec.load(spec), {"input_1:0": ((1, 28, 28, 1),
+                                                                                              "float32")}, [out])
+    batches = [{"input_1:0": x[i:i + 32]} for i in range(0, 96, 32)]
+    scored = tf1prune.recalibrate_batch_norm(plain_sparse, batches, None, [out])
+    probe = np.random.RandomState(4).rand(5, 28, 28, 1).astype(np.float32)
+    want = run_graph(scored, {"input_1:0": probe}, [out + ":0"])[0]
+    for written in (slim, sparse):
+        got = run_graph(load_graph_def(written), {"input_1:0": probe}, [out + ":0"])[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+
+
+def run_convert(capsys, *extra, path):
+    code = convert_cli.main(["tf1prune-convert", "--input_graph", path, "--output_node_names", "logits"]
+                            + list(extra))
+    return code, capsys.readouterr()
+
+
+def test_bad_calibration_data_is_one_error_line(fixed_batch_pb, tmp_path, capsys):
+    path, d = fixed_batch_pb
+    out = str(tmp_path / "slim.pb")
+    good = np.random.RandomState(0).rand(8, 8, 8, 3).astype(np.float32)
+    cases = {
+        "npy": lambda p: np.save(p, good),
+        "wrong_shape": lambda p: np.savez(p, x=np.zeros((8, 9, 9, 3), np.float32)),
+        "wrong_rank": lambda p: np.savez(p, x=np.zeros((8, 8, 8), np.float32)),
+        "wrong_dtype": lambda p: np.savez(p, x=np.array([["a"] * 3] * 8)),
+        "missing_input": lambda p: np.savez(p, other=good),
+    }
+    for name, write in cases.items():
+        target = str(tmp_path / (name + (".npy" if name == "npy" else ".npz")))
+        write(target)
+        code, captured = run_convert(capsys, "--output_graph", out, "--sparsity", "0.3", "--search", "2",
+                                     "--calibration_data", target, path=path)
+        err = captured.err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: "), (name, captured.err)
+        assert "Traceback" not in captured.err and not os.path.exists(out), name
+
+
+def test_a_fixed_batch_graph_calibrates_with_its_own_batch(fixed_batch_pb, tmp_path, capsys):
+    path, d = fixed_batch_pb
+    npz = str(tmp_path / "cal.npz")
+    np.savez(npz, x=np.random.RandomState(0).rand(8, 8, 8, 3).astype(np.float32))
+    out = str(tmp_path / "slim.pb")
+    code, captured = run_convert(capsys, "--output_graph", out, "--sparsity", "0.3", "--search", "2",
+                                 "--calibration_data", npz, "--best_effort", path=path)
+    assert code == 0, captured.err
+    assert os.path.exists(out)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--m_by_n", "2:4", "--block", "1x4"], "--block"),
+    (["--weight_sparsity", "0.5", "--block_pooling", "MAX"], "--block_pooling"),
+    (["--ratio", "0.5", "--search_metric", "top1"], "--search_metric"),
+    (["--ratio", "0.5", "--calibration_batch", "8"], "--calibration_batch"),
+])
+def test_convert_refuses_options_it_would_ignore(fixed_batch_pb, tmp_path, capsys, extra, message):
+    path, _ = fixed_batch_pb
+    code, captured = run_convert(capsys, "--output_graph", str(tmp_path / "o.pb"), *extra, path=path)
+    assert code == 2 and message in captured.err, captured.err
+
+
+def test_analyze_sparsity_report_goes_into_the_json(fixed_batch_pb, capsys):
+    from tf1prune.cli import analyze as analyze_cli
+    path, _ = fixed_batch_pb
+    code = analyze_cli.main(["tf1prune-analyze", "--input_graph", path, "--output_node_names", "logits",
+                             "--sparsity_report", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    data = json.loads(captured.out)
+    assert "sparsity" in data and {r["layer"] for r in data["sparsity"]} >= {"logits"}

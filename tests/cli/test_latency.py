@@ -136,3 +136,15 @@ def test_steps_report_each_tick():
     for key in "abc":
         steps.tick(key)
     assert [(c[0], c[1], c[3]) for c in calls] == [(1, 3, "a"), (2, 3, "b"), (3, 3, "c")]
+
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["--batch", "1,8"], ["--input_specs", "x:0=1,9,9,3"]])
+def test_benchmark_shapes_the_graph_refuses_are_one_error_line(fixed_batch_pb, capsys, extra):
+    path, _ = fixed_batch_pb
+    code = benchmark_cli.main(["tf1prune-benchmark", "--input_graph", path, "--output_node_names", "logits",
+                               "--runs", "2", "--warmup", "0"] + extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err

@@ -51,7 +51,7 @@ def test_slim_graph_keeps_static_shapes_after_keras_if(tmp_path):
     pools = [name for name in shapes if "MaxPool" in name]
     assert pools and all(shapes[p].as_list()[1:] == static_shapes(gd)[p].as_list()[1:-1] + [shapes[p][-1]]
                          and shapes[p][-1] is not None for p in pools)
-    assert a.keep is not None
+    assert not a.keep.all() and a.macs_after < a.macs_before   # channels were removed through the If
 
 
 # --- 2. while loops -----------------------------------------------------------------------------
@@ -123,7 +123,8 @@ def test_runner_refuses_an_unreachable_target(tmp_path):
                 runner.prune(sparsity=0.5, strategy="uniform")
             with pytest.raises(tf1prune.Tf1PruneError, match="sparsity must be a number"):
                 runner.prune(sparsity="0.5", strategy="uniform")
-            runner.prune(sparsity=0.5, strategy="uniform", best_effort=True)   # warns, prunes nothing
+            shape_tensors, masks = runner.prune(sparsity=0.5, strategy="uniform", best_effort=True)
+            assert masks == {} and not runner.spec.pruned   # the closest reachable: nothing pruned
 
 
 # --- 5. input specs and spec files ----------------------------------------------------------------

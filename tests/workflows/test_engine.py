@@ -12,6 +12,8 @@ from tf1prune.core.rules import build
 from tf1prune.errors import Tf1PruneError
 from tf1prune.workflows.engine import Candidate, Engine, content_digest
 from tf1prune.workflows.store import ResultStore
+import tf1prune
+from sessions import OUT, RESNET_OUT, SPECS, X, eval_fn, perturb_kernels, resnet_eval, resnet_model, seed_model
 
 
 def tiny_graph(scale):
@@ -116,3 +118,107 @@ def test_a_store_for_other_weights_or_settings_is_refused(tmp_path):
     with pytest.raises(Tf1PruneError, match="ratios"):
         ResultStore.open(path, "test", {"graph": "g", "weights": "w1"}, {"ratios": [0.4]})
     assert ResultStore.read(path, "test").value("k") == 1.0   # read as it was made, whatever the weights
+
+
+# --- the workflows go through the engine and the store (session models) ----------------------------
+@pytest.mark.slow
+def test_ana_through_an_executor_scores_the_current_weights(tmp_path):
+    graph, sess, _ = seed_model()
+    with graph.as_default(), concurrent.futures.ThreadPoolExecutor(1) as pool:
+        runner = tf1prune.IterativePruningRunner("m", sess, SPECS, OUT, workspace=str(tmp_path))
+        runner.ana(eval_fn, executor=pool, ratios=(0.5,), progress=None)
+        perturb_kernels(sess, 1)
+        threaded = runner.ana(eval_fn, executor=pool, ratios=(0.5,), progress=None, recompute=True)
+        threaded = {g: dict(v) for g, v in threaded.results.items()}
+        local = runner.ana(eval_fn, ratios=(0.5,), progress=None, recompute=True)
+    assert threaded.keys() == local.results.keys()
+    for gid, values in local.results.items():
+        for ratio, value in values.items():
+            assert threaded[gid][ratio] == pytest.approx(value, rel=1e-6), (gid, ratio)
+
+
+@pytest.mark.slow
+def test_a_second_model_of_the_same_architecture_is_not_scored_with_the_first_ones_weights(tmp_path):
+    scores = []
+    for seed in (0, 1):
+        graph, sess, _ = seed_model(seed=seed)
+        with graph.as_default(), concurrent.futures.ThreadPoolExecutor(1) as pool:
+            runner = tf1prune.IterativePruningRunner("m%d" % seed, sess, SPECS, OUT, workspace=str(tmp_path))
+            pooled = runner.ana(eval_fn, executor=pool, ratios=(0.5,), progress=None).results
+            local = runner.ana(eval_fn, ratios=(0.5,), progress=None, recompute=True).results
+        scores.append(local)
+        for gid, values in local.items():
+            for ratio, value in values.items():
+                assert pooled[gid][ratio] == pytest.approx(value, rel=1e-6), (seed, gid, ratio)
+    assert scores[0] != scores[1]
+
+
+@pytest.mark.slow
+def test_once_for_all_evaluate_through_an_executor_scores_the_current_weights(tmp_path):
+    graph, sess, _ = resnet_model()
+    calibration = [{"input_1:0": X}]
+    with graph.as_default():
+        model = tf1prune.OnceForAllRunner("r", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path)).ofa_model((0.5, 1.0))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            model.evaluate([model.max_widths()], resnet_eval, calibration, executor=pool)
+            perturb_kernels(model.sess, 2)
+            pooled = model.evaluate([model.max_widths()], resnet_eval, calibration, executor=pool)
+        local = model.evaluate([model.max_widths()], resnet_eval, calibration)
+    assert pooled[0][1] is None and local[0][1] is None
+    assert pooled[0][0] == pytest.approx(local[0][0], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_failed_search_candidates_are_retried_on_the_next_run(tmp_path):
+    calibration = [{"input_1:0": X}]
+
+    def failing(graph_def):
+        raise RuntimeError("the data loader broke")
+    graph, sess, _ = resnet_model()
+    with graph.as_default():
+        runner = tf1prune.OneStepPruningRunner("r", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        with pytest.raises(Tf1PruneError):   # the baseline cannot be scored
+            runner.search(failing, calibration, num_subnet=3, sparsity=0.5, progress=None)
+        search = runner.search(resnet_eval, calibration, num_subnet=3, sparsity=0.5, progress=None)
+        calls = []
+
+        def flaky(graph_def):
+            calls.append(1)
+            if len(calls) > 1:
+                raise RuntimeError("flaky")
+            return resnet_eval(graph_def)
+        runner.search(flaky, calibration, num_subnet=3, sparsity=0.5, progress=None, recompute=True)
+        search = runner.search(resnet_eval, calibration, num_subnet=3, sparsity=0.5, progress=None)
+    assert all(c["score"] is not None and not c["error"] for c in search.candidates)
+
+
+CORRUPTIONS = {
+    "empty": lambda text: "",
+    "truncated": lambda text: text[:len(text) // 2],
+    "a list": lambda text: "[1, 2]",
+    "no candidates": lambda text: json.dumps(dict(json.loads(text), entries=None)),
+    "candidates of another kind": lambda text: json.dumps(dict(json.loads(text), entries={"0": [3, "x"]})),
+    "a candidate without counts": lambda text: json.dumps(dict(json.loads(text), entries={"0": {"value": 1.0}})),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_a_corrupt_search_file_is_one_error_naming_it(tmp_path, corruption):
+    graph, sess, _ = resnet_model()
+    with graph.as_default():
+        runner = tf1prune.OneStepPruningRunner("r", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        runner.search(resnet_eval, [{"input_1:0": X}], num_subnet=2, sparsity=0.5, progress=None)
+        files = [f for f in os.listdir(str(tmp_path)) if f.endswith(".search")]
+        assert len(files) == 1
+        path = os.path.join(str(tmp_path), files[0])
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(CORRUPTIONS[corruption](text))
+        for call in (lambda: runner.prune(0.5),
+                     lambda: runner.search(resnet_eval, [{"input_1:0": X}], num_subnet=2, sparsity=0.5,
+                                           progress=None)):
+            with pytest.raises(Tf1PruneError) as e:
+                call()
+            assert files[0] in str(e.value)

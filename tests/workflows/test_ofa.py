@@ -18,6 +18,7 @@ from tf1prune.workflows.ofa import OnceForAllRunner
 
 pytestmark = pytest.mark.slow
 SHAPE = (1, 28, 28, 1)
+from sessions import RESNET_OUT, SPECS, resnet_model
 
 
 def keras_model(name, learning_phase=0, seed=0):
@@ -313,3 +314,14 @@ def test_an_incomplete_macs_total_is_refused():
         sess.run(tf.global_variables_initializer())
     with pytest.raises(Tf1PruneError, match="MACs total is incomplete"):
         OnceForAllRunner("loop", sess, {"x:0": ((1, 8, 8, 3), "float32")}, ["logits"]).ofa_model((0.5,))
+
+
+def test_set_widths_refuses_fractions(tmp_path):
+    graph, sess, _ = resnet_model()
+    with graph.as_default():
+        model = tf1prune.OnceForAllRunner("r", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path)).ofa_model((0.5, 1.0))
+        widths = model.max_widths()
+        gid = sorted(widths)[0]
+        widths[gid] = widths[gid] + 0.5
+        with pytest.raises(Tf1PruneError, match="integer"):
+            model.set_widths(widths)

@@ -177,3 +177,29 @@ def test_rerunning_a_search_after_a_restart_resumes_it(tmp_path):
         assert len(calls) == n and again.candidates == first.candidates
         restarted.prune(sparsity=0.5)
         assert restarted.spec.groups == kept
+
+
+# --- prune(index=k) is candidate k, whatever was applied before --------------------------------------
+def kept_counts(spec):
+    return {g["id"] if isinstance(g, dict) else g.id: len(g["keep"] if isinstance(g, dict) else g.keep)
+            for g in spec.groups}
+
+
+def test_one_step_prune_of_another_candidate_equals_a_fresh_runners(tmp_path):
+    calibration = [{"input_1:0": X[:3]}, {"input_1:0": X[3:]}]
+    graph, sess, _ = resnet_model()
+    with graph.as_default():
+        runner = tf1prune.OneStepPruningRunner("r", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        runner.search(eval_fn, calibration, num_subnet=3, sparsity=0.5, progress=None)
+        runner.prune(0.5, index=0)
+        runner.prune(0.5, index=1)
+        again = sess.run(RESNET_OUT + ":0", {"input_1:0": X})
+        counts = kept_counts(runner.spec)
+    graph, sess, _ = resnet_model()
+    with graph.as_default():
+        fresh = tf1prune.OneStepPruningRunner("r", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        fresh.prune(0.5, index=1)
+        expected = sess.run(RESNET_OUT + ":0", {"input_1:0": X})
+        fresh_counts = kept_counts(fresh.spec)
+    assert counts == fresh_counts
+    np.testing.assert_allclose(again, expected, rtol=1e-5, atol=1e-5)

@@ -7,7 +7,10 @@ import tf1prune
 from helpers import run_graph
 from tf1prune.apply.finegrained import satisfied_n_m
 from tf1prune.workflows.schedules import ConstantSparsity, PolynomialDecay
+from tf1prune.errors import Tf1PruneError
 from tf1prune.workflows.weights import WeightPruningRunner
+import example_models
+from sessions import OUT, SPECS, seed_model
 
 
 class LinearSchedule(ConstantSparsity):
@@ -210,3 +213,67 @@ def test_sparsify_checkpoint_masks_the_optimizer_slots(tmp_path):
         np.testing.assert_array_equal(reader.get_tensor(slot) != 0, (kernel != 0) & (reader.get_tensor(slot) != 0))
         assert np.all(reader.get_tensor(slot)[kernel == 0] == 0)
     assert np.count_nonzero(reader.get_tensor("c1/kernel")) == 3 * 3 * 3 * 8   # skipped: dense
+
+
+# --- after channel pruning: the sparsity holds in the slim kernels ----------------------------------
+def channel_pruned_seed_model(tmp_path, channel_divisible=1):
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = tf1prune.IterativePruningRunner("m", sess, SPECS, OUT, workspace=str(tmp_path),
+                                                 channel_divisible=channel_divisible)
+        runner.prune(sparsity=0.5, strategy="uniform", best_effort=True)
+    return graph, sess, runner
+
+
+def slim_kernels(graph_def):
+    from tf1prune.core.rules import build
+    return {n.name: build.const_value(n) for n in graph_def.node
+            if n.op == "Const" and n.name.endswith("kernel") and build.const_value(n).ndim >= 2}
+
+
+@pytest.mark.slow
+def test_weight_sparsity_after_channel_pruning_holds_in_the_slim_kernels(tmp_path):
+    from tf1prune import ConstantSparsity, WeightPruningRunner
+    graph, sess, runner = channel_pruned_seed_model(tmp_path)
+    with graph.as_default():
+        pruner = WeightPruningRunner(sess, OUT, ConstantSparsity(0.5, 0, frequency=1))
+        pruner.update(0)
+        rows = {r.variable: r for r in pruner.report()}
+        kernels = slim_kernels(runner.get_slim_graph_def())
+    assert set(kernels) <= set(rows)
+    for name, value in kernels.items():
+        share = float(np.mean(value == 0))
+        assert abs(share - 0.5) <= 0.5 / value.size + 1e-9, (name, share)
+        assert rows[name].sparsity == pytest.approx(share), name
+
+
+@pytest.mark.slow
+def test_m_by_n_after_channel_pruning_holds_in_the_slim_kernels(tmp_path):
+    from tf1prune import ConstantSparsity, WeightPruningRunner
+    from tf1prune.apply.finegrained import satisfied_n_m
+    graph, sess, runner = channel_pruned_seed_model(tmp_path, channel_divisible=4)
+    with graph.as_default():
+        pruner = WeightPruningRunner(sess, OUT, ConstantSparsity(0.5, 0, frequency=1), m_by_n=(2, 4))
+        pruner.update(0)
+        kernels = slim_kernels(runner.get_slim_graph_def())
+    checked = 0
+    for name, value in kernels.items():
+        axis = value.ndim - 2
+        if value.shape[axis] % 4 == 0:
+            assert satisfied_n_m(value, axis, sizes=(4,)) == [(2, 4)], name
+            checked += 1
+    assert checked >= 2
+
+
+@pytest.mark.slow
+def test_weight_pruner_and_sparsify_refuse_what_they_would_ignore(tmp_path):
+    from tf1prune import ConstantSparsity, WeightPruningRunner
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        with pytest.raises(Tf1PruneError, match="m_by_n"):
+            WeightPruningRunner(sess, OUT, ConstantSparsity(0.8, 0), m_by_n=(2, 4))
+        with pytest.raises(Tf1PruneError, match="block_pooling"):
+            WeightPruningRunner(sess, OUT, ConstantSparsity(0.5, 0), block_size=(1, 2), block_pooling="MIN")
+    graph_def, specs, outputs = example_models.frozen_graph_def("mnist_convnet")
+    with pytest.raises(Tf1PruneError, match="nope"):
+        tf1prune.workflows.weights.sparsify_graph_def(graph_def, specs, outputs, sparsity=0.5, excludes=["nope"])

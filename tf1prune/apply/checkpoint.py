@@ -78,10 +78,6 @@ def read_tensor(reader, key, prefix):
         raise Tf1PruneError("cannot read %r from checkpoint %r: %s" % (key, prefix, text))
 
 
-def _data_inputs(node):
-    return [r for r in node.input if not r.startswith("^")]
-
-
 class CheckpointModel:
     """A meta graph and a checkpoint, analysed and cross-checked.
 
@@ -138,15 +134,15 @@ class CheckpointModel:
         for node in self.meta.graph_def.node:
             if not rules.is_save(node.op):
                 continue
-            ins = _data_inputs(node)
-            names = self.analysis.view.const_value(ins[1])
-            slices = self.analysis.view.const_value(ins[2])
+            names_in, slices_in, saved = rules.save_layout(node.input)
+            names = self.analysis.view.const_value(names_in)
+            slices = self.analysis.view.const_value(slices_in)
             if names is None:
                 continue
             scope = node.name.rsplit("/", 1)[0] if "/" in node.name else ""
             if slices is not None and any(s for s in slices.reshape(-1)):
                 raise Tf1PruneError("Saver '%s' of the meta graph saves partitioned variables: not supported" % scope)
-            for key, ref in zip(names.reshape(-1), ins[3:]):
+            for key, ref in zip(names.reshape(-1), saved):
                 var = self.variable_of(ref)
                 if var is not None:
                     per_saver[scope][var] = key.decode() if isinstance(key, bytes) else str(key)
@@ -175,9 +171,9 @@ class CheckpointModel:
         for node in self.meta.graph_def.node:
             if not rules.is_optimizer_update(node.op):
                 continue
-            ins = _data_inputs(node)
-            var = self.variable_of(ins[0]) if ins else None
-            for ref in ins[1:]:
+            written = rules.written_variable(node.input)
+            var = self.variable_of(written) if written else None
+            for ref in rules.update_operands(node.input):
                 other = self.variable_of(ref)
                 if other is None or other == var:
                     continue
@@ -332,9 +328,9 @@ def _gather_initial_values(graph_def, model, variables, plan, aliases):
         vd = model.var_defs[var]
         assign = nodes.get(node_of(vd.initializer_name))
         like = aliases.get(var, var)
-        if like not in plan.params or assign is None or len(_data_inputs(assign)) < 2:
+        if like not in plan.params or assign is None or rules.assigned_value(assign.input) is None:
             continue
-        value = _data_inputs(assign)[1]
+        value = original = rules.assigned_value(assign.input)
         for s in plan.params[like]:
             if s.kept.all():
                 continue
@@ -342,8 +338,8 @@ def _gather_initial_values(graph_def, model, variables, plan, aliases):
             graph_def.node.extend(build.gather_nodes(base, value, np.flatnonzero(s.kept).astype(np.int32),
                                                      np.int32(s.axis), nodes[var].attr["dtype"].type))
             value = base
-        if value != _data_inputs(assign)[1]:
-            assign.input[1] = value
+        if value != original:
+            assign.input[list(assign.input).index(original)] = value
             new_values[var] = value + ":0"
     return new_values
 

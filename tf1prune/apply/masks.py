@@ -139,7 +139,8 @@ class MaskSet:
                 if cur.name in seen or cur.name in self.masked_ops:
                     continue
                 seen.add(cur.name)
-                hit = _is_write(cur) and cur.inputs and cur.inputs[0].op.name in targets
+                written = rules.written_variable([t.name for t in cur.inputs]) if _is_write(cur) else None
+                hit = written is not None and written.split(":")[0] in targets
                 stack.extend(t.op for t in cur.inputs)
                 stack.extend(cur.control_inputs)
             memo[key] = hit

@@ -18,7 +18,8 @@ Example: a custom per-channel activation op, and a layer op with the kernel layo
 from tf1prune.core.rules.base import (ALL, KERNEL, ZEROED, Binding, CallSpec, ChannelInfo, Dim, Layer, LayerSpec,
                                  Param, ParamKind, Role, Rule, ShapeRewrite, has_tag, known, looks_like_layer,
                                  lookup, nothing, opaque, register)
-from tf1prune.core.rules.params import ELEMENTWISE, PASS, SHAPE, SOURCE, passthrough
+from tf1prune.core.rules.params import (ELEMENTWISE, PASS, SHAPE, SOURCE, assigned_value, passthrough, save_layout,
+                                        update_operands, written_variable)
 from tf1prune.core.rules import elementwise as _elementwise, shapes as _shapes  # noqa: F401  (registers)
 from tf1prune.core.rules.layers import CONV, DENSE, TRANSPOSED, layer
 from tf1prune.core.rules import control as _control  # noqa: F401  (registers)
@@ -73,7 +74,7 @@ def is_layer(op_type):
     return rule.layer is not None or "counted" in rule.tags or looks_like_layer(op_type)
 
 
-__all__ = ["ALL", "BatchNormSite", "CONV", "DENSE", "ELEMENTWISE", "KERNEL", "PASS", "SHAPE", "SOURCE", "TRANSPOSED", "ZEROED",
+__all__ = ["assigned_value", "save_layout", "update_operands", "written_variable", "ALL", "BatchNormSite", "CONV", "DENSE", "ELEMENTWISE", "KERNEL", "PASS", "SHAPE", "SOURCE", "TRANSPOSED", "ZEROED",
            "Binding", "CallSpec", "ChannelInfo", "ConstElement", "Dim", "Layer", "LayerSpec", "Param",
            "ParamKind", "Role", "Rule", "ShapeRewrite", "SplitSizes", "call_spec", "elementwise", "has_tag",
            "is_const", "is_input", "is_layer", "is_optimizer_update", "is_param_source", "is_read", "is_save",

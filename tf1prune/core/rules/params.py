@@ -55,6 +55,34 @@ def _assign(ctx, node):
     ctx.assigned[ctx.view.read_source(ref)] = node.name
 
 
+# --- input layouts of writes and saves, for the appliers (NodeDef inputs, control inputs dropped) ---------
+def _data(inputs):
+    return [r for r in inputs if not r.startswith("^")]
+
+
+def written_variable(inputs):
+    """The variable a write op (assign, scatter, optimizer update) writes: its first input."""
+    data = _data(inputs)
+    return data[0] if data else None
+
+
+def update_operands(inputs):
+    """The other variables an optimizer update reads and writes (its slots) and its operands."""
+    return _data(inputs)[1:]
+
+
+def assigned_value(inputs):
+    """The value an Assign writes: its second input (None when it has none)."""
+    data = _data(inputs)
+    return data[1] if len(data) > 1 else None
+
+
+def save_layout(inputs):
+    """``(tensor names input, shape-and-slices input, saved tensors)`` of a SaveV2 op."""
+    data = _data(inputs)
+    return data[1], data[2], data[3:]
+
+
 register("Const", nothing, SOURCE, shape_elem=const_elem, tags="source const")
 register("VariableV2 Variable VarHandleOp", nothing, SOURCE, tags="source variable")
 register("Placeholder", nothing, tags="input placeholder")
