@@ -13,7 +13,9 @@ from tf1prune.choose import divisible
 from tf1prune.cli import convert as convert_cli
 from tf1prune.errors import Tf1PruneError
 from tf1prune.files import save_graph_def
-from tf1prune.measure.layers import LayerConfig, Timings, time_layers
+from tf1prune.core.rules import build as build_lib
+from tf1prune.measure import rounding
+from tf1prune.measure.latency import Stats
 
 
 @pytest.fixture
@@ -25,28 +27,30 @@ def unpinned(monkeypatch, tmp_path):
 
 
 def wide_model():
-    """conv 64 -> conv 96 -> conv 128 -> logits: groups large enough for every rounding up to 16."""
+    """conv 44 -> conv 76 -> conv 108 -> logits: groups large enough for every rounding up to 16; at half
+    their channels, only rounding to 16 keeps multiples of 16 (8 keeps 24, 40, 56)."""
     def fn(x):
-        y = tf.nn.relu(conv(x, 64, "c1", 3))
-        y = tf.nn.relu(conv(y, 96, "c2", 3))
-        head(tf.nn.relu(conv(y, 128, "c3", 3)))
+        y = tf.nn.relu(conv(x, 44, "c1", 3))
+        y = tf.nn.relu(conv(y, 76, "c2", 3))
+        head(tf.nn.relu(conv(y, 108, "c3", 3)))
     return tf1prune.analyze(build(fn), {"x:0": ((1, 8, 8, 3), "float32")}, ["logits"])
 
 
 def machine(fast=16, spread=0.0, calls=None):
-    """A fake ``time_layers``: layers whose channel counts are multiples of ``fast`` run twice as fast per
-    MAC; ``spread``: the relative run-to-run noise."""
-    def time_fn(configs):
+    """A fake ``latency.measure``: a graph whose conv kernels all have channel counts that are multiples of
+    ``fast`` runs twice as fast per MAC; ``spread``: the relative run-to-run noise (p10 to p90)."""
+    def measure(graph_defs, outputs, input_specs, batch=1, threads=0, runs=15, warmup=3, progress=None):
         if calls is not None:
-            calls.append(len(configs))
-        rng = np.random.RandomState(len(calls or ()))
-        runs = {}
-        for c in configs:
-            fast_layer = all(d % fast == 0 for d in c.k_shape[-2:])
-            t = c.macs * (1.0 if fast_layer else 2.0) * 1e-9
-            runs[c] = list(t * (1 + spread * rng.uniform(-1, 1, 7)))
-        return Timings(runs)
-    return time_fn
+            calls.append(len(graph_defs))
+        out = []
+        for gd in graph_defs:
+            analysis = tf1prune.analyze(gd, input_specs, outputs)
+            kernels = [build_lib.const_value(analysis.view.nodes[l.kernel]).shape for l in analysis.layers]
+            fast_graph = all(k[-1] % fast == 0 for k in kernels[:-1])
+            ms = tf1prune.count_macs(analysis).macs * (1.0 if fast_graph else 2.0) * 1e-6
+            out.append(Stats(ms, ms * (1 - spread / 2), ms * (1 + spread / 2), runs))
+        return out
+    return measure
 
 
 def test_choose_the_smallest_rounding_near_the_best():
@@ -57,51 +61,47 @@ def test_choose_the_smallest_rounding_near_the_best():
         divisible.choose({})
 
 
-def test_auto_times_the_models_own_layers_and_caches_the_choice(unpinned):
+def test_auto_times_the_models_own_slim_graphs_and_caches_the_choice(unpinned):
     analysis = wide_model()
     assert divisible.model_cap(analysis) == 16
     calls = []
-    choice, record = divisible.model_rounding(analysis, time_fn=machine(16, calls=calls))
-    assert choice == 16 and not record["cached"] and record["layers"] >= 2
+    choice, record = rounding.model_rounding(analysis, measure_fn=machine(16, calls=calls))
+    assert choice == 16 and not record["cached"] and calls == [4]      # 1, 4, 8, 16 (32 is above the cap)
     assert float(record["throughput"]["16"]) > 1.5 * float(record["throughput"]["1"])
-    again, record = divisible.model_rounding(analysis, time_fn=machine(16, calls=calls))
+    again, record = rounding.model_rounding(analysis, measure_fn=machine(16, calls=calls))
     assert again == 16 and record["cached"] and len(calls) == 1        # nothing timed the second time
-    assert divisible.model_rounding(analysis, time_fn=machine(8, calls=calls), refresh=True)[0] == 8
-    assert len(calls) == 2
-    other = divisible.model_rounding(analysis, threads=1, time_fn=machine(4, calls=calls))[0]
-    assert other == 4 and len(calls) == 3                              # another thread count: its own cache
+    assert rounding.model_rounding(analysis, measure_fn=machine(32, calls=calls), refresh=True)[0] == 1
+    assert rounding.model_rounding(analysis, ratio=0.3, measure_fn=machine(4, calls=calls))[0] == 4
+    other = rounding.model_rounding(analysis, threads=1, measure_fn=machine(4, calls=calls))[0]
+    assert other == 4 and len(calls) == 4                              # another ratio, thread count: own entries
     for path in os.listdir(str(unpinned)):                             # a broken cache is measured again
         (unpinned / path).write_text("{broken")
-    assert divisible.model_rounding(analysis, time_fn=machine(16, calls=calls))[0] == 16 and len(calls) == 4
-    assert divisible.model_rounding(analysis, time_fn=machine(16, calls=calls))[1]["cached"]
+    assert rounding.model_rounding(analysis, measure_fn=machine(16, calls=calls))[0] == 16 and len(calls) == 5
+    assert rounding.model_rounding(analysis, measure_fn=machine(16, calls=calls))[1]["cached"]
 
 
 def test_a_busy_machine_is_measured_again_and_its_result_never_cached(unpinned):
     analysis = wide_model()
     calls = []
-    choice, record = divisible.model_rounding(analysis, time_fn=machine(16, spread=0.9, calls=calls), attempts=3)
-    assert len(calls) == 3 and record["noise"] > 0.25 and not record["cached"]
-    divisible.model_rounding(analysis, time_fn=machine(16, spread=0.9, calls=calls), attempts=1)
+    choice, record = rounding.model_rounding(analysis, measure_fn=machine(16, spread=0.9, calls=calls), attempts=3)
+    assert len(calls) == 3 and record["noise"] > rounding.BUSY and not record["cached"]
+    rounding.model_rounding(analysis, measure_fn=machine(16, spread=0.9, calls=calls), attempts=1)
     assert len(calls) == 4                                             # nothing was cached
     calls.clear()
-    divisible.model_rounding(analysis, time_fn=machine(16, spread=0.01, calls=calls), attempts=3)
+    rounding.model_rounding(analysis, measure_fn=machine(16, spread=0.05, calls=calls), attempts=3)
     assert len(calls) == 1                                             # quiet: measured once, cached
 
 
-def test_layers_are_timed_with_their_real_shapes(unpinned):
-    graph_def, specs, outputs = example_models.frozen_graph_def("mobilenet_v2_se")
+def test_auto_is_measured_end_to_end_on_this_machine(unpinned):
+    graph_def, specs, outputs = example_models.frozen_graph_def("resnet")
     analysis = tf1prune.analyze(graph_def, specs, outputs)
-    layers = divisible.representative_layers(analysis)
-    kinds = {layer.kind for layer in layers}
-    assert {"conv", "depthwise"} <= kinds and len(layers) <= 12
-    configs = [LayerConfig.of(analysis, layer, batch=2) for layer in layers]
-    for layer, config in zip(layers, configs):
-        assert config.x_shape[0] == 2 and config.macs == 2 * tf1prune.count_macs(analysis).layers[
-            [l.node for l in analysis.layers].index(layer.node)].macs
-    timings = time_layers(configs, runs=3, warmup=1)
-    assert all(timings.median(c) > 0 for c in configs) and timings.noise >= 0
-    choice, record = divisible.model_rounding(analysis, batch=1)       # the real thing, end to end
-    assert choice in divisible.CANDIDATES and choice <= divisible.model_cap(analysis)
+    graphs = rounding.candidate_graphs(analysis, 0.3)
+    assert sorted(graphs) == [r for r in divisible.CANDIDATES if r <= divisible.model_cap(analysis)]
+    for r, (gd, macs) in graphs.items():
+        assert tf1prune.count_macs(tf1prune.analyze(gd, specs, outputs)).macs == macs
+    assert graphs[1][1] != graphs[8][1]                                # the roundings make other graphs
+    choice, record = rounding.model_rounding(analysis, runs=3, warmup=1)
+    assert choice in graphs and set(record["throughput"]) == {str(r) for r in graphs}
 
 
 def test_check_and_the_pin(monkeypatch):

@@ -156,7 +156,8 @@ def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", 
         raise Tf1PruneError("give exactly one of ratio, sparsity or ratios")
     ratio = None if ratio is None else check_fraction("ratio", ratio)
     sparsity = None if sparsity is None else check_fraction("sparsity", sparsity)
-    requested, channel_divisible = channel_divisible, divisible.resolve(channel_divisible, analysis)
+    hint = ratio if ratio is not None else divisible.ratio_for(sparsity) if sparsity is not None else 0.5
+    requested, channel_divisible = channel_divisible, divisible.resolve(channel_divisible, analysis, hint)
     scores = criteria.unit_scores(analysis, criterion, values, calibration)
     order = rank_units(analysis, scores)
     warning = None

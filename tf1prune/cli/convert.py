@@ -140,8 +140,9 @@ def _calibration_batches(analysis):
 def _say_divisible(value):
     from tf1prune.choose import divisible
     if divisible.is_auto(FLAGS.channel_divisible):
+        from tf1prune.measure import rounding
         print("channel_divisible: auto -> %d (%s)" % (value, "pinned by %s" % divisible.PIN if os.environ.get(
-            divisible.PIN) else "this model's layers timed on this machine, cached in %s" % divisible.cache_path()))
+            divisible.PIN) else "this model's slim graphs timed on this machine, cached in %s" % rounding.cache_path()))
     return value
 
 

@@ -75,7 +75,7 @@ def _candidates(analysis, order, sparsity, count, requested, spread, seed, best_
     first (``"auto"`` steps down); with ``best_effort`` an unreachable target moves to the closest
     reachable one."""
     problem = None
-    for rounding in divisible.steps(requested, divisible.resolve(requested, analysis)):
+    for rounding in divisible.steps(requested, divisible.resolve(requested, analysis, divisible.ratio_for(sparsity))):
         try:
             return sample_candidates(analysis, order, sparsity, count, rounding, spread, seed, cost=cost), rounding, \
                 sparsity, None
