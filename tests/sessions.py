@@ -69,6 +69,11 @@ def resnet_eval(graph_def):
     return float(np.abs(run_graph(graph_def, {"input_1:0": X}, [RESNET_OUT + ":0"])[0]).mean())
 
 
+def resnet_examples(graph_def):
+    """:func:`resnet_eval` per example (module level: picklable)."""
+    return np.abs(run_graph(graph_def, {"input_1:0": X}, [RESNET_OUT + ":0"])[0]).mean(1)
+
+
 def perturb_kernels(sess, seed):
     """What fine-tuning does: new values for every kernel of the session (same shapes)."""
     rng = np.random.RandomState(seed)

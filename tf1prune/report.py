@@ -195,7 +195,7 @@ def _layer_rows(analysis, keep, before, after):
 
 
 def write_report(directory, analysis, choice=None, sensitivity=None, before=None, after=None, sizes=None,
-                 latency_ms=None, title="tf1prune pruning report"):
+                 latency_ms=None, title="tf1prune pruning report", refinement=None):
     """Write ``directory/index.html`` and its PNG figures; returns the path of ``index.html``.
 
     Args:
@@ -207,6 +207,8 @@ def write_report(directory, analysis, choice=None, sensitivity=None, before=None
       before, after: :func:`~tf1prune.count_macs` reports (default: counted from ``analysis``).
       sizes: ``(bytes before, bytes after)``, or ``{what: (before, after)}`` for several files.
       latency_ms: ``(before, after)`` measured latency in milliseconds.
+      refinement: the :class:`~tf1prune.apply.refine.Refinement` of the written graph: each layer's
+        reconstruction error before and after the fit, the compensated parameters, what was skipped.
     """
     figure_class, canvas_class = require_matplotlib()
     if os.path.exists(directory) and not os.path.isdir(directory):
@@ -283,6 +285,8 @@ def write_report(directory, analysis, choice=None, sensitivity=None, before=None
                        numeric=(1, 2, 3), names=(4,))
                 if analysis.blocks else '<p class="note">No inverted-residual or squeeze-excitation block.</p>')
 
+    body += _refinement_section(refinement)
+
     body.append('<h2 id="layers">Layers</h2>')
     body += ['<img src="%s" alt="per-layer MACs and channels %d">' % (_esc(n), i + 1)
              for i, n in enumerate(layer_images)]
@@ -301,6 +305,35 @@ def write_report(directory, analysis, choice=None, sensitivity=None, before=None
     path = os.path.join(directory, "index.html")
     atomic_write(path, page.encode("utf-8"))
     return path
+
+
+def _refinement_section(refinement):
+    """The post-training section: reconstruction errors per layer, compensation, skipped layers."""
+    body = ['<h2 id="refinement">Post-training refinement</h2>']
+    if refinement is None:
+        return body + ['<p class="note">Not recorded in this report.</p>']
+    fit = refinement.reconstruction
+    if fit is not None and fit.fits:
+        body.append('<p class="note">Least-squares reconstruction: each layer\'s output error relative to the '
+                    'original layer\'s on the calibration samples, with its kept weights as they were and after '
+                    'the fit (%s).</p>' % ("layer by layer on the pruned model's inputs" if fit.waves > 1
+                                           else "all layers at once on the original model's inputs"))
+        body.append(_table(["layer", "samples", "error before", "error after"],
+                           [(f.layer, f.samples, "%.4f" % f.before, "%.4f" % f.after) for f in fit.fits],
+                           numeric=(1, 2, 3), names=(0,)))
+    skipped = list(refinement.skipped) + (list(fit.skipped) if fit is not None else [])
+    notes = []
+    if refinement.compensated:
+        notes.append("bias compensation shifted %d parameters" % len(refinement.compensated))
+    if refinement.statistics:
+        notes.append("%d BatchNorm statistics were re-estimated" % len(refinement.statistics))
+    if not notes and not (fit is not None and fit.fits):
+        notes.append("nothing was changed besides removing channels")
+    text = "; ".join(notes)
+    body.append('<p class="note">%s.</p>' % _esc(text[:1].upper() + text[1:]))
+    if skipped:
+        body.append(_table(["layer", "left as it was because"], skipped, names=(0,)))
+    return body
 
 
 def _arrow(before, after):

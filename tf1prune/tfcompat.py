@@ -2,6 +2,7 @@
 import contextlib
 
 import tensorflow.compat.v1 as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
 from tensorflow.python.util import deprecation
 
 
@@ -69,3 +70,14 @@ def keras_callback_class():
         return tf_keras.callbacks.Callback
     except ImportError:
         return tf.keras.callbacks.Callback
+
+
+def session_config(base=None):
+    """``base`` (a ``ConfigProto``) without the Grappler remapper: TF 2.21 fuses a training-mode
+    BatchNorm with the next activation and then fails on some (``Fusion is not implemented:
+    [FusedBatchNorm,Tanh]``)."""
+    config = tf.ConfigProto()
+    if base is not None:
+        config.CopyFrom(base)
+    config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
+    return config

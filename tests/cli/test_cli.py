@@ -197,6 +197,7 @@ def bad_cases(m):
         "unknown_flag": ("convert", conv + ["--ratio", "0.5", "--bogus"]),
         "stray_argument": ("convert", conv + ["--ratio", "0.5", "extra"]),
         "bad_criterion": ("convert", conv + ["--ratio", "0.5", "--criterion", "l7"]),
+        "criterion_without_data": ("convert", conv + ["--ratio", "0.5", "--criterion", "reconstruction"]),
         "analyze_missing_names": ("analyze", ["--input_graph", mb]),
         "analyze_corrupt": ("analyze", ["--input_graph", m["corrupt"], "--output_node_names", "x"]),
     }
@@ -270,25 +271,42 @@ def mnist_pb(tmp_path_factory):
     return path, npz, x, outputs[0]
 
 
-def test_convert_search_writes_the_recalibrated_graph_it_scored(mnist_pb, tmp_path):
+def test_convert_search_writes_the_recalibrated_graph_it_scored(mnist_pb, tmp_path, capsys):
     path, npz, x, out = mnist_pb
     slim, sparse, spec = (str(tmp_path / n) for n in ("slim.pb", "sparse.pb", "spec.json"))
     argv = ["tf1prune-convert", "--input_graph", path, "--output_graph", slim, "--output_node_names", out,
             "--sparsity", "0.3", "--search", "3", "--calibration_data", npz, "--calibration_batch", "32",
             "--sparse_graph", sparse, "--output_spec", spec, "--channel_divisible", "1"]
-    assert convert_cli.main(argv) == 0
+    assert convert_cli.main(argv + ["--no_reconstruct"]) == 0
     original = load_graph_def(path)
-    plain_sparse = tf1prune.sparse_graph_def(original, tf1prune.Spec.load(spec), {"input_1:0": ((1, 28, 28, 1),
-                                                                                              "float32")}, [out])
+    specs = {"input_1:0": ((1, 28, 28, 1), "float32")}
+    plain_sparse = tf1prune.sparse_graph_def(original, tf1prune.Spec.load(spec), specs, [out], data_free="none")
     batches = [{"input_1:0": x[i:i + 32]} for i in range(0, 96, 32)]
     scored = tf1prune.recalibrate_batch_norm(plain_sparse, batches, None, [out])
     probe = np.random.RandomState(4).rand(5, 28, 28, 1).astype(np.float32)
     want = run_graph(scored, {"input_1:0": probe}, [out + ":0"])[0]
-    for written in (slim, sparse):
+    for written in (slim, sparse):   # --no_reconstruct: exactly what the search scored
         got = run_graph(load_graph_def(written), {"input_1:0": probe}, [out + ":0"])[0]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    capsys.readouterr()
+    assert convert_cli.main(argv) == 0   # by default the scored candidate is also reconstructed
+    printed = capsys.readouterr().out
+    assert re.search(r"reconstruction: \d+ layers refitted on the calibration data", printed), printed
+    reference = run_graph(original, {"input_1:0": x}, [out + ":0"])[0]
+    errors = [np.mean((run_graph(g, {"input_1:0": x}, [out + ":0"])[0] - reference) ** 2)
+              for g in (scored, load_graph_def(slim), load_graph_def(sparse))]
+    assert errors[1] == pytest.approx(errors[2], rel=1e-3) and errors[1] < errors[0], errors
 
 
+def test_convert_chooses_channels_by_the_reconstruction_criterion(mnist_pb, tmp_path, capsys):
+    path, npz, x, out = mnist_pb
+    slim, sparse, spec = (str(tmp_path / n) for n in ("slim.pb", "sparse.pb", "spec.json"))
+    assert convert_cli.main(["tf1prune-convert", "--input_graph", path, "--output_graph", slim, "--output_node_names",
+                             out, "--sparsity", "0.3", "--calibration_data", npz, "--criterion", "reconstruction",
+                             "--sparse_graph", sparse, "--output_spec", spec]) == 0
+    assert tf1prune.Spec.load(spec).criterion == "reconstruction"
+    slim_out, sparse_out = (run_graph(load_graph_def(p), {"input_1:0": x}, [out + ":0"])[0] for p in (slim, sparse))
+    np.testing.assert_allclose(slim_out, sparse_out, rtol=1e-4, atol=1e-4)
 
 
 def run_convert(capsys, *extra, path):
@@ -334,6 +352,8 @@ def test_a_fixed_batch_graph_calibrates_with_its_own_batch(fixed_batch_pb, tmp_p
     (["--weight_sparsity", "0.5", "--block_pooling", "MAX"], "--block_pooling"),
     (["--ratio", "0.5", "--search_metric", "top1"], "--search_metric"),
     (["--ratio", "0.5", "--calibration_batch", "8"], "--calibration_batch"),
+    (["--ratio", "0.5", "--calibration_data", "cal.npz", "--data_free", "none"], "--data_free"),
+    (["--ratio", "0.5", "--no_reconstruct"], "--no_reconstruct"),
 ])
 def test_convert_refuses_options_it_would_ignore(fixed_batch_pb, tmp_path, capsys, extra, message):
     path, _ = fixed_batch_pb
@@ -350,3 +370,24 @@ def test_analyze_sparsity_report_goes_into_the_json(fixed_batch_pb, capsys):
     assert code == 0, captured.err
     data = json.loads(captured.out)
     assert "sparsity" in data and {r["layer"] for r in data["sparsity"]} >= {"logits"}
+
+
+@pytest.mark.parametrize("name,mode,printed", [
+    ("mobilenet_v2_se", "compensate", r"bias compensation: \d+ parameters shifted \(BatchNorm moments, no data\)"),
+    ("mnist_convnet", "synthesize", r"reconstruction: \d+ layers refitted on synthetic inputs"),
+    ("mnist_convnet", "none", None),
+])
+def test_convert_without_data_refines_as_told(models, tmp_path, capsys, name, mode, printed):
+    path, out = models[name], OUT[name]
+    slim_pb, sparse_pb = str(tmp_path / "slim.pb"), str(tmp_path / "sparse.pb")
+    code = convert_cli.main(["tf1prune-convert", "--input_graph", path, "--output_node_names", out, "--output_graph",
+                             slim_pb, "--sparse_graph", sparse_pb, "--ratio", "0.5", "--data_free", mode])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    if printed:
+        assert re.search(printed, captured.out), captured.out
+    else:
+        assert "compensation" not in captured.out and "reconstruction" not in captured.out, captured.out
+    x = np.random.RandomState(1).rand(4, 28, 28, 1).astype(np.float32)
+    slim_out, sparse_out = (outputs_of(load_graph_def(p), x, out) for p in (slim_pb, sparse_pb))
+    np.testing.assert_allclose(slim_out, sparse_out, rtol=1e-4, atol=1e-4)

@@ -205,6 +205,17 @@ def test_convert_report(frozen_model, tmp_path, capsys, monkeypatch):
     assert page.images == ["layers_1.png"] and "file size (bytes)" in text
     assert "{:,}".format(os.path.getsize(str(tmp_path / "slim.pb"))) in text
     assert "graph output &#x27;%s&#x27;" % output in text   # the output layer's group, unprunable
+    assert "Post-training refinement" in text and "not compensated" not in text
+    npz = str(tmp_path / "cal.npz")
+    np.savez(npz, input_1=np.random.RandomState(0).rand(64, 28, 28, 1).astype(np.float32))
+    assert convert_cli.main(["tf1prune-convert", "--input_graph", pb, "--output_graph", str(tmp_path / "c.pb"),
+                             "--output_node_names", output, "--sparsity", "0.5", "--calibration_data", npz,
+                             "--report", str(tmp_path / "calibrated")]) == 0
+    capsys.readouterr()
+    text, _ = check_page(str(tmp_path / "calibrated"))
+    section = text[text.index("Post-training refinement"):text.index(">Layers<")]
+    assert "error before" in section and "conv2d_1/Conv2D" in section and "dense/MatMul" in section, section
+    assert "layer by layer on the pruned model" in section, section
     # errors: one line, exit 2, nothing written
     (tmp_path / "afile").write_text("")
     for slim, report, message in (("slim1.pb", "afile", "--report is a file"),

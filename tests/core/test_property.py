@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import tf1prune
 from architectures import EXAMPLES, architectures, frozen, has_hidden_layer
-from helpers import check_slim_equals_sparse, keep_mask
+from helpers import check_slim_equals_sparse, keep_mask, random_feeds, run_graph
 
 def leaves_a_tensor_empty(analysis, keep):
     """True when ``keep`` removes every output channel of a conv/dense layer or every channel of a
@@ -32,6 +32,22 @@ def check_architecture(arch, seed, sparsity, divisible):
     for i, prune in enumerate((dict(ratio=0.5), dict(sparsity=sparsity, channel_divisible=divisible))):
         assert not leaves_a_tensor_empty(analysis, analysis.plan(keep_mask(analysis, **prune)).keep), prune
         check_slim_equals_sparse(graph_def, specs, ["logits"], seed=seed + i, analysis=analysis, **prune)
+    check_refined(analysis, specs, seed, sparsity, divisible)
+
+
+def check_refined(analysis, specs, seed, sparsity, divisible):
+    """With post-training updates (data-free compensation, or compensation, reconstruction and
+    BatchNorm re-estimation on random calibration batches), slim == sparse still."""
+    from tf1prune.apply import refine, slim
+    plan = analysis.plan(keep_mask(analysis, sparsity=sparsity, channel_divisible=divisible))
+    calibration = [random_feeds(specs, 8, seed + i) for i in range(2)] if seed % 2 else None
+    refined, _ = refine.refine(plan, calibration)
+    feeds = random_feeds(specs, 3, seed + 7)
+    sparse_out = run_graph(slim.apply_sparse(refined), feeds, ["logits:0"])[0]
+    slim_out = run_graph(slim.apply_slim(refined), feeds, ["logits:0"])[0]
+    scale = max(float(np.max(np.abs(sparse_out))), 1e-6)
+    assert np.all(np.isfinite(sparse_out)) and np.allclose(slim_out, sparse_out, rtol=1e-4, atol=1e-4 * scale), \
+        np.max(np.abs(slim_out - sparse_out))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=os.environ.get("TF1PRUNE_EXPLORE") is None,

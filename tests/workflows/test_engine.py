@@ -87,6 +87,73 @@ def test_fill_retries_failures_and_saves_as_it_goes(tmp_path):
     assert again.missing(["1", "2", "3"]) == ["3"] and again.value("1") == 2.0
 
 
+def per_example(graph_def):
+    """The metric as per-example scores: each of four inputs' output (module level: picklable)."""
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    return run_graph(graph_def, {"x:0": x}, ["y:0"])[0][:, 0]
+
+
+def test_per_example_scores_are_a_mean_and_kept_for_paired_comparisons(tmp_path):
+    from tf1prune.workflows import _worker
+    engine = Engine(tiny_graph(1.0), per_example, workdir=str(tmp_path))
+    value = engine.baseline()
+    assert value == 7.0 and list(value.examples) == [1.0, 5.0, 9.0, 13.0]   # rows sum x0 + x1
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:   # the examples survive a worker
+        (key, threaded, error), = Engine(tiny_graph(1.0), per_example, executor=pool, workdir=str(tmp_path)).run(
+            [Candidate("a", {"w": np.full((2, 1), 2.0, np.float32)})])
+    assert error is None and threaded == 14.0 and list(threaded.examples) == [2.0, 10.0, 18.0, 26.0]
+    path = str(tmp_path / "r.json")
+    store = ResultStore.open(path, "test", {"graph": "g"}, {})
+    engine.fill(store, ["2"], lambda key: {"w": np.full((2, 1), 2.0, np.float32)}, baseline=dict)
+    again = ResultStore.open(path, "test", {"graph": "g"}, {})
+    assert again.baseline == 7.0 and again.value("2") == 14.0 and list(again.examples("2")) == [2, 10, 18, 26]
+    assert _worker.check([0.5, float("nan")]) == (None, "eval_fn returned 1 non-finite per-example scores")
+    assert _worker.check(np.array([True, False]))[0] == 0.5 and _worker.check(["a", "b"])[0] is None
+    assert _worker.check(np.zeros((2, 2)))[0] is None   # a matrix is not per-example scores
+
+
+def test_a_paired_test_separates_a_real_gain_from_noise():
+    from tf1prune.choose import compare
+    rng = np.random.RandomState(0)
+    reference = (rng.rand(2000) < 0.8).astype(float)
+    noise = np.where(rng.rand(2000) < 0.05, 1 - reference, reference)   # 5% of the answers flipped at random
+    better = np.where((reference == 0) & (rng.rand(2000) < 0.2), 1.0, reference)   # 20% of the errors fixed
+    assert compare.paired_p_value(better, reference) < 1e-6
+    assert compare.significantly_better(better, reference, comparisons=19)
+    assert not compare.significantly_better(noise, reference, comparisons=19)
+    assert compare.significantly_better(reference, better, higher_is_better=False)   # losses: lower wins
+    assert not compare.significantly_better(better, reference[:10])   # not the same examples
+
+
+def search_with(scores, examples):
+    from tf1prune.workflows.onestep import Search
+    store = ResultStore("unused", "search", {"graph": "g"}, {"sparsity": 0.5, "higher_is_better": True})
+    for i, (value, ex) in enumerate(zip(scores, examples)):
+        store.record(i, value, examples=ex, counts={"0": 4}, macs=10)
+    return Search(store)
+
+
+def changed(answers, fixed, broken):
+    """``answers`` (per-example correctness) with the first ``fixed`` errors right and the last ``broken``
+    right answers wrong."""
+    out = answers.copy()
+    out[np.flatnonzero(answers == 0)[:fixed]] = 1.0
+    out[np.flatnonzero(answers == 1)[::-1][:broken]] = 0.0
+    return out
+
+
+def test_the_search_keeps_uniform_unless_a_candidate_is_better_beyond_noise():
+    uniform = (np.random.RandomState(1).rand(1000) < 0.7).astype(float)
+    rivals = [changed(uniform, 20 + k, 20) for k in (1, 3, 5, 2)]   # a few answers better: noise
+    noisy = search_with([x.mean() for x in [uniform] + rivals], [list(x) for x in [uniform] + rivals])
+    assert noisy.ranked()[0] == 3 and noisy.choice()[0] == 0 and "beyond noise" in noisy.choice()[1]
+    real = rivals + [changed(uniform, 80, 20)]
+    real = search_with([x.mean() for x in [uniform] + real], [list(x) for x in [uniform] + real])
+    assert real.choice()[0] == 5 and "paired p" in real.choice()[1]
+    scalar = search_with([x.mean() for x in [uniform] + rivals], [None] * 5)   # one number each: the best
+    assert scalar.choice()[0] == 3 and "per-example" in scalar.choice()[1]
+
+
 @pytest.mark.parametrize("content,problem", [
     ("", "corrupt"), ("{\"format\": \"tf1prune-results\", \"ver", "corrupt"), ("[1, 2]", "not a JSON object"),
     (json.dumps({"format": "other"}), "not a tf1prune results file"),
@@ -96,6 +163,8 @@ def test_fill_retries_failures_and_saves_as_it_goes(tmp_path):
                  "entries": None}), "'entries' is missing"),
     (json.dumps({"format": "tf1prune-results", "version": 2, "kind": "test", "identity": {}, "settings": {},
                  "entries": {"a": {"value": "high"}}}), "entry 'a' is malformed"),
+    (json.dumps({"format": "tf1prune-results", "version": 2, "kind": "test", "identity": {}, "settings": {},
+                 "entries": {"a": {"value": 0.5, "examples": [1, None]}}}), "entry 'a' is malformed"),
 ])
 def test_a_corrupt_store_is_one_error_naming_the_file(tmp_path, content, problem):
     path = tmp_path / "r.json"

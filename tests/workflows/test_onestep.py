@@ -43,6 +43,20 @@ def test_search_scores_candidates_at_the_target_and_prunes_the_best(tmp_path):
             search.candidates[search.ranked()[-1]]["counts"]
 
 
+def test_prune_applies_the_candidate_the_paired_test_picks(tmp_path):
+    from sessions import resnet_examples
+    graph, sess, _ = resnet_model()
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        search = runner.search(resnet_examples, CALIBRATION, num_subnet=4, sparsity=0.5, progress=None)
+        assert all(len(search.store.examples(i)) == len(X) for i in range(4))
+        assert search.candidates[1]["score"] == pytest.approx(search.store.examples(1).mean())
+        picked, why = search.choice()
+        runner.prune(sparsity=0.5)
+        assert {g.id: len(g.keep) for g in runner.spec.groups} == search.candidates[picked]["counts"]
+        assert ("paired p" in why) == (picked != 0)
+
+
 def counting_eval_fn():
     """``eval_fn`` that records each call, and the list it records into."""
     calls = []
@@ -195,9 +209,13 @@ def test_one_step_prune_of_another_candidate_equals_a_fresh_runners(tmp_path):
         runner.prune(0.5, index=1)
         again = sess.run(RESNET_OUT + ":0", {"input_1:0": X})
         counts = kept_counts(runner.spec)
+    fresh_space = tmp_path / "fresh"   # the unpruned model and the search file, no latest spec to recover
+    fresh_space.mkdir()
+    search_file = runner._search_path(0.5)
+    (fresh_space / os.path.basename(search_file)).write_bytes(open(search_file, "rb").read())
     graph, sess, _ = resnet_model()
     with graph.as_default():
-        fresh = tf1prune.OneStepPruningRunner("r", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        fresh = tf1prune.OneStepPruningRunner("r", sess, SPECS, [RESNET_OUT], workspace=str(fresh_space))
         fresh.prune(0.5, index=1)
         expected = sess.run(RESNET_OUT + ":0", {"input_1:0": X})
         fresh_counts = kept_counts(fresh.spec)

@@ -362,3 +362,41 @@ def test_ana_with_calibration_is_recorded_and_checked_against_uniform(tmp_path):
         runner.prune(sparsity=0.5)   # a flat metric: the allocation cannot score better, uniform is kept
         uniform = tf1prune.make_spec(runner.analysis, sparsity=0.5)
         assert [g.keep for g in runner.spec.groups] == [g.keep for g in uniform.groups]
+
+
+@pytest.mark.parametrize("learning_phase", [None, 0])
+def test_prune_with_calibration_writes_the_reconstruction_into_the_session(tmp_path, learning_phase):
+    """prune(calibration=...) refits the kept weights in the session's variables: the pruned session
+    is closer to the original than the masks alone, and the slim graph still equals the session."""
+    x = np.random.RandomState(5).rand(64, 28, 28, 1).astype(np.float32)
+    probe = np.random.RandomState(6).rand(64, 28, 28, 1).astype(np.float32)   # held out
+    outputs = {}
+    for how in ("none", "calibration"):
+        graph, sess, _ = seed_model(learning_phase)
+        with graph.as_default():
+            original = sess.run(OUT[0] + ":0", {"input_1:0": probe})
+            runner = IterativePruningRunner("r", sess, SPECS, OUT, workspace=str(tmp_path / how))
+            batches = [{"input_1:0": x[:32]}, {"input_1:0": x[32:]}] if how == "calibration" else None
+            runner.prune(sparsity=0.5, strategy="uniform", best_effort=True, calibration=batches, data_free="none")
+            outputs[how] = sess.run(OUT[0] + ":0", {"input_1:0": probe})
+            slim_equals_session(runner, sess, runner.get_slim_graph_def())
+            done = runner.refinement
+            if how == "calibration":
+                assert done.reconstruction.fits and done.reconstruction.waves == len(done.reconstruction.fits), done
+            else:
+                assert not done.compensated and done.reconstruction is None
+    error = {how: float(np.mean((out - original) ** 2)) for how, out in outputs.items()}
+    assert error["calibration"] < 0.3 * error["none"], error
+
+
+@pytest.mark.parametrize("criterion", ["activation", "reconstruction"])
+def test_data_driven_criteria_read_the_runners_calibration(tmp_path, criterion):
+    graph, sess, _ = seed_model()
+    x = np.random.RandomState(2).rand(16, 28, 28, 1).astype(np.float32)
+    with graph.as_default():
+        runner = IterativePruningRunner("a", sess, SPECS, OUT, workspace=str(tmp_path), criterion=criterion)
+        with pytest.raises(tf1prune.Tf1PruneError, match="calibration data"):
+            runner.prune(sparsity=0.3, strategy="uniform", best_effort=True)
+        runner.prune(sparsity=0.3, strategy="uniform", best_effort=True, calibration=[{"input_1:0": x}])
+        assert runner.spec.criterion == criterion and runner.spec.pruned
+        slim_equals_session(runner, sess, runner.get_slim_graph_def())

@@ -14,41 +14,13 @@ Example::
 """
 import numpy as np
 import tensorflow.compat.v1 as tf
-from tensorflow.core.protobuf import rewriter_config_pb2
 
 from tf1prune.core import rules
+from tf1prune.core.graph import feed_batches  # noqa: F401  (calibrate.feed_batches: the workflows' name)
+from tf1prune.tfcompat import session_config
 from tf1prune.errors import Tf1PruneError
 from tf1prune.core.names import tensor_name
 from tf1prune.core.rules import batchnorm, build
-
-
-def session_config(base=None):
-    """``base`` (a ``ConfigProto``) without the Grappler remapper: TF 2.21 fuses a training-mode
-    BatchNorm with the next activation and then fails on some (``Fusion is not implemented:
-    [FusedBatchNorm,Tanh]``)."""
-    config = tf.ConfigProto()
-    if base is not None:
-        config.CopyFrom(base)
-    config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
-    return config
-
-
-def feed_batches(calibration_data):
-    """The calibration batches as a list of ``{tensor name: array}`` (from a list or a callable)."""
-    batches = calibration_data() if callable(calibration_data) else calibration_data
-    try:
-        batches = list(batches)
-    except TypeError:
-        raise Tf1PruneError("calibration data must be a list of feed dicts or a callable returning them")
-    if not batches:
-        raise Tf1PruneError("calibration data holds no batch")
-    out = []
-    for feed in batches:
-        if not isinstance(feed, dict):
-            raise Tf1PruneError("a calibration batch must be a feed dict {input name: array}, got %s"
-                                % type(feed).__name__)
-        out.append({tensor_name(getattr(k, "name", k)): np.asarray(v) for k, v in feed.items()})
-    return out
 
 
 def batches_from_arrays(arrays, analysis, batch_size=None, source="calibration data"):

@@ -56,8 +56,9 @@ def apply_sparse(plan, graph_def=None):
     graph_def = _needed_graph(plan.analysis, graph_def)
     nodes = {n.name: n for n in graph_def.node}
     _check_frozen(plan.analysis, nodes)
-    for name in plan.changed(ZEROED):
-        build.set_const_value(nodes[name], plan.zero(name, build.const_value(nodes[name])))
+    for name in sorted(set(plan.changed(ZEROED)) | set(plan.updates)):
+        if name in nodes:
+            build.set_const_value(nodes[name], plan.zero(name, plan.value(name, build.const_value(nodes[name]))))
     return graph_def
 
 
@@ -91,12 +92,15 @@ def shrink(graph_def, plan, aliases=None):
         if node is None:
             continue
         if rules.is_const(node.op):
-            build.set_const_value(node, plan.slice(like, build.const_value(node)))
+            build.set_const_value(node, plan.slice(like, plan.value(name, build.const_value(node))))
         else:   # a variable: its shape attribute
             dims = plan.shape(like, [d.size for d in node.attr["shape"].shape.dim])
             node.attr["shape"].shape.Clear()
             for d in dims:
                 node.attr["shape"].shape.dim.add(size=d)
+    for name in set(plan.updates) - set(plan.params):   # updates of parameters with no channel axis
+        if name in nodes and rules.is_const(nodes[name].op):
+            build.set_const_value(nodes[name], plan.updates[name])
     plan.apply_rewrites(graph_def)
     return graph_def
 
@@ -186,7 +190,8 @@ def update_shape_hints(graph_def, plan, infer=True):
 
 # --- the public pure functions ---------------------------------------------------------------
 def _plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, criterion, channel_divisible,
-             excludes):
+             excludes, calibration, data_free, reconstruct):
+    from tf1prune.apply.refine import refine
     from tf1prune.core.analysis import analyze
     from tf1prune.choose.spec import Spec, make_spec
     analysis = analyze(graph_def, input_specs, output_node_names, excludes)
@@ -198,30 +203,39 @@ def _plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, c
         raise Tf1PruneError("give a spec, a ratio or a sparsity, not several")
     if spec is None:
         spec = make_spec(analysis, ratio=ratio, sparsity=sparsity, criterion=criterion,
-                         channel_divisible=channel_divisible)
-    return analysis.plan(spec)
+                         channel_divisible=channel_divisible, calibration=calibration)
+    return refine(analysis.plan(spec), calibration, data_free, reconstruct)[0]
 
 
 def slim_graph_def(graph_def, spec=None, input_specs=None, output_node_names=(), ratio=None, sparsity=None,
-                   criterion="l1", channel_divisible=1, excludes=()):
+                   criterion="l1", channel_divisible=1, excludes=(), calibration=None, data_free="compensate",
+                   reconstruct=True):
     """A frozen GraphDef with channels removed: ``spec`` (a :class:`~tf1prune.Spec`, a spec file, or a
     uniform ratio), or ``ratio=``, or a MACs ``sparsity=`` target.  ``graph_def`` is not modified.
+
+    What keeps it accurate without training (:func:`tf1prune.apply.refine.refine`): with
+    ``calibration`` (unlabelled feed dicts), bias compensation, least-squares reconstruction
+    (``reconstruct``) and BatchNorm re-estimation; without, ``data_free`` (``"compensate"``,
+    ``"synthesize"`` or ``"none"``).
 
     Example::
 
         slim_gd = tf1prune.slim_graph_def(graph_def, 0.5, {"x:0": ((1, 28, 28, 1), "float32")}, ["logits"])
+        slim_gd = tf1prune.slim_graph_def(graph_def, sparsity=0.3, input_specs=specs, output_node_names=["logits"],
+                                          calibration=[{"x:0": images[i:i + 64]} for i in range(0, 1280, 64)])
     """
     return apply_slim(_plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, criterion,
-                               channel_divisible, excludes))
+                               channel_divisible, excludes, calibration, data_free, reconstruct))
 
 
 def sparse_graph_def(graph_def, spec=None, input_specs=None, output_node_names=(), ratio=None, sparsity=None,
-                     criterion="l1", channel_divisible=1, excludes=()):
-    """The same choice as :func:`slim_graph_def`, with the pruned channels zeroed instead of removed.
+                     criterion="l1", channel_divisible=1, excludes=(), calibration=None, data_free="compensate",
+                     reconstruct=True):
+    """The same model as :func:`slim_graph_def`, with the pruned channels zeroed instead of removed.
 
     Example::
 
         sparse_gd = tf1prune.sparse_graph_def(graph_def, 0.5, {"x:0": ((1, 28, 28, 1), "float32")}, ["logits"])
     """
     return apply_sparse(_plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, criterion,
-                                 channel_divisible, excludes))
+                                 channel_divisible, excludes, calibration, data_free, reconstruct))

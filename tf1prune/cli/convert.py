@@ -31,6 +31,12 @@ flags.DEFINE_integer("search", 0, "With --sparsity: score this many candidate al
 flags.DEFINE_string("calibration_data", None, "Unlabelled inputs: a .npz file with one array per input (named like "
                     "the input tensor, e.g. input_1 or input_1:0).  The written graph's BatchNorm statistics are "
                     "re-estimated on them; --search scores its candidates on them.")
+flags.DEFINE_enum("data_free", "compensate", ["compensate", "synthesize", "none"], "Without --calibration_data: "
+                  "'compensate' moves the removed channels' expected contribution into the next layers' biases and "
+                  "BatchNorms (from the BatchNorm parameters); 'synthesize' makes calibration inputs from the "
+                  "model's BatchNorm statistics and reconstructs (slower, more accurate); 'none' does nothing.")
+flags.DEFINE_bool("no_reconstruct", False, "With calibration inputs: skip the least-squares reconstruction "
+                  "(bias compensation and BatchNorm re-estimation only).")
 flags.DEFINE_integer("calibration_batch", None, "Batch size of --calibration_data (default: the inputs' fixed "
                      "batch, else 64).", lower_bound=1)
 flags.DEFINE_enum("search_metric", "kl", ["kl", "top1", "mse"], "Agreement with the original outputs: KL "
@@ -100,6 +106,10 @@ def _check_args():
         raise Tf1PruneError("--search_metric applies to --search")
     if FLAGS.calibration_batch is not None and not FLAGS.calibration_data:
         raise Tf1PruneError("--calibration_batch applies to --calibration_data")
+    if FLAGS["data_free"].present and FLAGS.calibration_data:
+        raise Tf1PruneError("--data_free applies without --calibration_data")
+    if FLAGS.no_reconstruct and not FLAGS.calibration_data and FLAGS.data_free != "synthesize":
+        raise Tf1PruneError("--no_reconstruct applies to --calibration_data or --data_free synthesize")
     seen = {os.path.realpath(p): n for n, p in (("input_graph", FLAGS.input_graph), ("spec", FLAGS.spec)) if p}
     for name in ("output_graph", "sparse_graph", "output_spec"):
         path = FLAGS[name].value
@@ -163,6 +173,34 @@ def _search(analysis, batches):
     return found.spec, found.statistics
 
 
+def _refine(plan, batches):
+    """``(plan, Refinement)``: the plan with what keeps the slim graph accurate without training;
+    prints what was done."""
+    import numpy as np
+    from tf1prune.apply.refine import refine
+    plan, done = refine(plan, batches, FLAGS.data_free, not FLAGS.no_reconstruct, progress=True)
+    source = "the calibration data" if batches is not None else "synthetic inputs" \
+        if FLAGS.data_free == "synthesize" else None
+    if done.compensated:
+        print("bias compensation: %d parameters shifted (%s)" % (len(done.compensated), "measured means" if source
+                                                                   else "BatchNorm moments, no data"))
+    for layer, why in done.skipped[:5]:
+        print("  not compensated: %s: %s" % (layer, why))
+    if batches is None and FLAGS.data_free == "compensate":
+        print("no data: compensation only; unlabelled inputs (--calibration_data) or --data_free synthesize "
+              "recover far more accuracy (README: Post-training pruning)")
+    fit = done.reconstruction
+    if fit is not None and fit.fits:
+        print("reconstruction: %d layers refitted on %s (%s), output error %.4f -> %.4f (mean)"
+              % (len(fit.fits), source, "one by one" if fit.waves > 1 else "at once", np.mean([f.before for f in fit.fits]),
+                 np.mean([f.after for f in fit.fits])))
+        for layer, why in fit.skipped[:5]:
+            print("  not refitted: %s: %s" % (layer, why))
+    if done.statistics:
+        print("BatchNorm statistics re-estimated on %s: %d constants" % (source, len(done.statistics)))
+    return plan, done
+
+
 def _write_all(outputs):
     """Write ``(what, path, write)`` outputs; on failure remove the ones already written."""
     done = []
@@ -178,12 +216,12 @@ def _write_all(outputs):
         print("%-13s %s" % (what + ":", path))
 
 
-def _report(analysis, spec, before, measured, directory):
+def _report(analysis, spec, before, measured, directory, refinement):
     """Write the --report folder; ``measured`` receives the slim graph's MACs/params report."""
     from tf1prune.core import flops
     from tf1prune.report import write_report
     measured.append(flops.count(cli.load_and_analyze(FLAGS.output_graph)))
-    write_report(directory, analysis, spec, before=before, after=measured[0],
+    write_report(directory, analysis, spec, before=before, after=measured[0], refinement=refinement,
                  sizes=(os.path.getsize(FLAGS.input_graph), os.path.getsize(FLAGS.output_graph)),
                  title="tf1prune-convert: %s \u2192 %s"
                  % (os.path.basename(FLAGS.input_graph), os.path.basename(FLAGS.output_graph)))
@@ -192,8 +230,7 @@ def _report(analysis, spec, before, measured, directory):
 @cli.tool(required=("input_graph", "output_graph", "output_node_names"))
 def main():
     """Prune --input_graph, write the outputs and print the measured MACs/params."""
-    from tf1prune.apply import calibrate, slim
-    from tf1prune.apply.patches import Patcher
+    from tf1prune.apply import slim
     from tf1prune.choose import allocation
     from tf1prune.choose.spec import Spec, make_spec
     from tf1prune.core import flops
@@ -220,14 +257,13 @@ def main():
                              for m, g in allocation.blocked_macs(analysis)[:3])
         raise Tf1PruneError("no channel would be removed%s (--best_effort writes the graph anyway)"
                             % (": the most MACs are held by " + blockers if blockers else ""))
-    weights = analysis.view.graph_def
-    if batches is not None:   # the written graph is the scored one: BatchNorm re-estimated for this choice
-        if statistics is None:
-            with Patcher(analysis, calibration_data=batches) as patcher:
-                statistics = patcher.statistics(spec)
-        weights = calibrate.apply_statistics(weights, statistics)
+    refinement = None
+    if FLAGS.search and FLAGS.no_reconstruct:   # exactly the graph the search scored
+        plan = plan.with_updates(statistics)
         print("BatchNorm statistics re-estimated on the calibration data: %d constants" % len(statistics))
-    slim_gd, report = slim.apply_slim(plan, graph_def=weights), None
+    elif plan.pruned:
+        plan, refinement = _refine(plan, batches)
+    slim_gd, report = slim.apply_slim(plan), None
     if fine is not None:
         from tf1prune.apply import finegrained
         layers = {l.node for l in analysis.layers} | {l.kernel for l in analysis.layers if l.kernel}
@@ -239,12 +275,13 @@ def main():
     outputs = [("slim graph", FLAGS.output_graph, functools.partial(save_graph_def, slim_gd))]
     if FLAGS.sparse_graph:
         outputs.append(("sparse graph", FLAGS.sparse_graph,
-                        functools.partial(save_graph_def, slim.apply_sparse(plan, weights))))
+                        functools.partial(save_graph_def, slim.apply_sparse(plan))))
     if FLAGS.output_spec:
         outputs.append(("spec", FLAGS.output_spec, spec.save))
     before, measured = flops.count(analysis), []
     if FLAGS.report:   # last: it reads the written slim graph, and a failure removes the other outputs
-        outputs.append(("report", FLAGS.report, functools.partial(_report, analysis, spec, before, measured)))
+        outputs.append(("report", FLAGS.report, functools.partial(_report, analysis, spec, before, measured,
+                                                          refinement=refinement)))
     _write_all(outputs)
     unneeded = slim.unneeded_nodes(analysis)
     if unneeded:

@@ -269,9 +269,12 @@ class Context:
         if site.rewire and self.parent is not None:
             x = None   # an unfused BatchNorm inside a function body cannot be rewired
         dtype = self.view.dtype(site.x).as_datatype_enum
+        output = self.outer_tensor(site.output) if site.output and self.parent is None else None
         self.shared.batch_norms.append(site._replace(node=self.prefix + site.node, x=x, dtype=dtype,
                                                      mean=self.param_source(site.mean),
-                                                     variance=self.param_source(site.variance)))
+                                                     variance=self.param_source(site.variance), output=output,
+                                                     scale=site.scale and self.param_source(site.scale),
+                                                     offset=site.offset and self.param_source(site.offset)))
 
     def uncounted(self, node, why):
         self.shared.uncounted.append((self.prefix + node.name, "%s '%s': %s" % (node.op, self.prefix + node.name,

@@ -354,3 +354,21 @@ class GraphView:
         """Channel axis for ops with a ``data_format`` attribute."""
         fmt = self.attr(name, "data_format", "NHWC") or "NHWC"
         return 1 if fmt.startswith("NC") else rank - 1
+
+
+def feed_batches(calibration_data):
+    """The calibration batches as a list of ``{tensor name: array}`` (from a list or a callable)."""
+    batches = calibration_data() if callable(calibration_data) else calibration_data
+    try:
+        batches = list(batches)
+    except TypeError:
+        raise Tf1PruneError("calibration data must be a list of feed dicts or a callable returning them")
+    if not batches:
+        raise Tf1PruneError("calibration data holds no batch")
+    out = []
+    for feed in batches:
+        if not isinstance(feed, dict):
+            raise Tf1PruneError("a calibration batch must be a feed dict {input name: array}, got %s"
+                                % type(feed).__name__)
+        out.append({tensor_name(getattr(k, "name", k)): np.asarray(v) for k, v in feed.items()})
+    return out

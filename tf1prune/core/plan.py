@@ -14,6 +14,7 @@ Example::
     plan.unslice("conv1/kernel", small, value.shape)   # kept channels back in place, zeros elsewhere
 """
 import collections
+import copy
 
 import numpy as np
 
@@ -39,6 +40,19 @@ class Plan:
                        for name, axes in analysis.bindings.items()}
         self.rewrites = [(r, [int(np.count_nonzero(analysis.kept_positions(p, keep))) for p in r.parts])
                          for r in analysis.rewrites]
+        self.updates = {}   # parameter -> new full-shape value (bias compensation, reconstruction)
+
+    def with_updates(self, updates):
+        """This plan with parameters replaced before they are sliced or zeroed: ``{name: full-shape
+        value}`` (compensated biases, reconstructed kernels).  Every applier applies them, so the sparse
+        and the slim graph stay equal."""
+        plan = copy.copy(self)
+        plan.updates = dict(self.updates, **updates)
+        return plan
+
+    def value(self, name, original):
+        """Parameter ``name``'s value under this plan (its update, else ``original``), full shape."""
+        return self.updates.get(name, original)
 
     @property
     def pruned(self):

@@ -60,12 +60,33 @@ def evaluate_on(graph_def, nodes, eval_fn, patches):
         return None, "%s: %s" % (type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "")
 
 
+class Scores(float):
+    """A score that is the mean of per-example scores (``examples``, a float64 array): what ``eval_fn``
+    returns as an array.  It is a float everywhere; paired comparisons read the examples."""
+
+    def __new__(cls, examples):
+        self = super().__new__(cls, float(examples.mean()))
+        self.examples = examples
+        return self
+
+    def __reduce__(self):
+        return Scores, (self.examples,)
+
+
 def check(value):
-    """``(float, None)`` for a finite number (a Python or numpy scalar), else ``(None, why)``."""
+    """``(float, None)`` for a finite number (a Python or numpy scalar), ``(Scores, None)`` for a 1-D
+    array or list of finite per-example scores, else ``(None, why)``."""
     import numbers
     import numpy as np
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, numbers.Real) for v in value):
+        value = np.asarray(value)
     if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "fiu":
         value = value.reshape(-1)[0]
+    elif isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "fiub":
+        examples = value.astype(np.float64)
+        if not np.isfinite(examples).all():
+            return None, "eval_fn returned %d non-finite per-example scores" % int((~np.isfinite(examples)).sum())
+        return Scores(examples), None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
         return None, "eval_fn returned %r, not a number" % (value,)
     value = float(value)

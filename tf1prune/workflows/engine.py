@@ -58,7 +58,8 @@ def default_devices():
 
 
 class Engine:
-    """``eval_fn(graph_def) -> float`` on patched copies of ``graph_def`` (see the module docstring).
+    """``eval_fn(graph_def) -> float`` (or per-example scores: a 1-D array, whose mean is the score and
+    which the store keeps for paired comparisons) on patched copies of ``graph_def`` (see the module docstring).
 
     Args:
       graph_def: the frozen base graph.
@@ -152,14 +153,16 @@ class Engine:
         ``checkpoint_interval`` results and at the end; ``progress`` as in :mod:`tf1prune.progress`.
         Returns the store."""
         if baseline is not None and store.baseline is None:
-            store.baseline = self.baseline(baseline())
+            store.baseline = float(self.baseline(baseline()))
             store.save()
         todo = store.missing(keys)
         steps = progress_lib.Steps(len(todo), progress, label)
         done = 0
         try:
             for key, value, error in self.run(Candidate(k, patches_of(k)) for k in todo):
-                store.record(key, value, error)
+                examples = getattr(value, "examples", None)
+                store.record(key, None if value is None else float(value), error,
+                             examples=None if examples is None else [float("%.7g" % v) for v in examples])
                 done += 1
                 if done % max(1, checkpoint_interval) == 0:
                     store.save()

@@ -17,7 +17,7 @@ import tensorflow.compat.v1 as tf
 
 from tf1prune.apply import calibrate
 from tf1prune.apply.patches import Patcher
-from tf1prune.choose import allocation, spec as spec_lib
+from tf1prune.choose import allocation, compare, spec as spec_lib
 from tf1prune.core.choice import Choice
 from tf1prune.errors import Tf1PruneError
 from tf1prune.workflows import sensitivity
@@ -37,7 +37,8 @@ class IterativePruningRunner(SessionPruner):
     State besides the session pruner's: ``sens`` (the last :meth:`ana`'s
     :class:`~tf1prune.workflows.sensitivity.Sensitivity`) and ``validation`` (a :class:`Validation`, set by
     ``ana(..., calibration_data=...)``: :meth:`prune` then keeps the uniform allocation unless the
-    sensitivity-driven one scores better; set it to None to skip that check).
+    sensitivity-driven one scores better, in a paired test when ``eval_fn`` returns per-example
+    scores; set it to None to skip that check).
     """
 
     def __init__(self, model_name, sess, input_specs, output_node_names, excludes=(), workspace=None,
@@ -65,7 +66,7 @@ class IterativePruningRunner(SessionPruner):
         os.makedirs(self.workspace, exist_ok=True)
         analysis = self._refresh()
         if calibration_data is not None:
-            calibration_data = calibrate.feed_batches(calibration_data)
+            calibration_data = self.criterion_data = calibrate.feed_batches(calibration_data)
         engine = Engine(self.frozen, eval_fn, devices, executor, self.workspace)
         sens = sensitivity.Sensitivity.open(self._path(self.model_name + ".sens"), analysis.digest(), engine.weights,
                                             ratios, higher_is_better, recompute, calibrated=calibration_data is not None)
@@ -83,7 +84,7 @@ class IterativePruningRunner(SessionPruner):
 
     # --- prune ------------------------------------------------------------
     def prune(self, sparsity=None, threshold=None, max_attemp=10, max_attempt=None, strategy="sensitivity",
-              best_effort=False, max_shift=0.1):
+              best_effort=False, max_shift=0.1, calibration=None, data_free="compensate", reconstruct=True):
         """Prune in place to a MACs ``sparsity`` or a relative metric-drop ``threshold``.
 
         ``sparsity`` wins over ``threshold``.  ``strategy="sensitivity"`` (default) prunes the
@@ -97,6 +98,12 @@ class IterativePruningRunner(SessionPruner):
         steps too coarse, channels already pruned further, an incomplete MACs total) raises a
         ``Tf1PruneError`` that gives the closest reachable figure; with ``best_effort`` the closest
         is applied and a warning logged.
+
+        Before the masks, the session's weights get what keeps the pruned model accurate without
+        training (:func:`tf1prune.apply.refine.refine`): with ``calibration`` (feed dicts), bias
+        compensation, least-squares reconstruction (``reconstruct``) and BatchNorm re-estimation, so
+        fine-tuning starts from them; without, ``data_free`` (``"compensate"``, ``"synthesize"``,
+        ``"none"``).  :attr:`refinement` says what was done.
         """
         if sparsity is None and threshold is None:
             raise Tf1PruneError("prune() needs sparsity or threshold")
@@ -107,6 +114,8 @@ class IterativePruningRunner(SessionPruner):
         if strategy not in ("sensitivity", "uniform") or (strategy == "uniform" and sparsity is None):
             raise Tf1PruneError("strategy must be 'sensitivity', or 'uniform' with a sparsity")
         analysis = self._refresh()
+        if calibration is not None:
+            calibration = self.criterion_data = calibrate.feed_batches(calibration)
         sens = self._sensitivity(analysis) if strategy == "sensitivity" else None
         order, cap = self._pruned_ranking(analysis)
         if sparsity is not None:
@@ -127,12 +136,14 @@ class IterativePruningRunner(SessionPruner):
             counts = _threshold_counts(analysis, sens, threshold, self.channel_divisible)
             counts = {gid: min(c, (cap or {}).get(gid, c)) for gid, c in counts.items()}
             tag = "threshold_%g" % threshold
-        return self._save_spec(spec_lib.spec_from_counts(analysis, order, counts, self.criterion,
-                                                         self.channel_divisible), tag)
+        spec = spec_lib.spec_from_counts(analysis, order, counts, self.criterion, self.channel_divisible)
+        self._refined(spec, calibration, data_free, reconstruct)
+        return self._save_spec(spec, tag)
 
     def _checked_against_uniform(self, analysis, order, counts, sparsity, cap):
         """With :attr:`validation`, score the allocation and the uniform one, each after adaptive
-        BatchNorm, and keep uniform unless the allocation scores better."""
+        BatchNorm, and keep uniform unless the allocation scores better (given per-example scores:
+        better in a paired test over the examples, :mod:`tf1prune.choose.compare`)."""
         uniform = allocation.solve_sparsity(analysis, order, sparsity, self.channel_divisible, cap=cap)
         if self.validation is None or uniform == counts:
             return counts
@@ -141,9 +152,15 @@ class IterativePruningRunner(SessionPruner):
             candidates = (Candidate(k, patcher.patches(Choice.from_counts(analysis, order, c)))
                           for k, c in (("allocation", counts), ("uniform", uniform)))
             scores = {k: v for k, v, _ in engine.run(candidates)}
-        better = (lambda a, b: a > b) if self.validation.higher_is_better else (lambda a, b: a < b)
-        if scores["allocation"] is not None and (scores["uniform"] is None
-                                                 or better(scores["allocation"], scores["uniform"])):
+        mine, uniform_score = scores["allocation"], scores["uniform"]
+        higher = self.validation.higher_is_better
+        if mine is not None and uniform_score is None:
+            return counts
+        if mine is not None and getattr(mine, "examples", None) is not None \
+                and getattr(uniform_score, "examples", None) is not None:
+            if compare.significantly_better(mine.examples, uniform_score.examples, higher):
+                return counts
+        elif mine is not None and (mine > uniform_score if higher else mine < uniform_score):
             return counts
         tf.logging.info("prune: the uniform allocation scores %s, the sensitivity one %s: uniform kept",
                         scores["uniform"], scores["allocation"])

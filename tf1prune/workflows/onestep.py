@@ -1,5 +1,5 @@
 """One-step pruning (EagleEye, Li et al. 2020): whole candidates at a MACs target, each scored after
-adaptive BatchNorm, the best one applied.
+adaptive BatchNorm, the best one applied when it is better than uniform beyond noise.
 
 The search samples per-group pruning allocations around the uniform one (candidate 0 is uniform):
 each group's ratio is the uniform ratio scaled by a log-normal factor (``spread``), and the scale
@@ -7,7 +7,10 @@ is solved so that the slim MACs are within half a point of the target.  Every ca
 weights are zeroed in the frozen graph, its BatchNorm statistics are re-estimated exactly on the
 calibration batches, and ``eval_fn`` scores it.  The candidates live in a result store in the
 workspace (``<model>_sparsity_<s>.search``), tied to the graph and its weights; failed candidates
-are retried by the next search.  :meth:`OneStepPruningRunner.prune` applies a candidate to the
+are retried by the next search.  When ``eval_fn`` returns per-example scores, the best candidate
+replaces uniform only if a paired test over the examples says it is better (:meth:`Search.choice`):
+a validation score's noise often exceeds the differences between candidates.
+:meth:`OneStepPruningRunner.prune` applies a candidate to the
 weights the search scored, whatever an earlier ``prune`` of the same search left in the session.
 
 Example::
@@ -25,7 +28,7 @@ import tensorflow.compat.v1 as tf
 
 from tf1prune.apply import calibrate
 from tf1prune.apply.patches import Patcher
-from tf1prune.choose import costs, spec as spec_lib
+from tf1prune.choose import compare, costs, spec as spec_lib
 from tf1prune.choose.search import sample_candidates
 from tf1prune.core.choice import Choice
 from tf1prune.errors import Tf1PruneError
@@ -92,6 +95,28 @@ class Search:
         sign = -1 if self.higher_is_better else 1
         return sorted(scored, key=lambda i: (sign * candidates[i]["score"], i))
 
+    def choice(self, level=compare.LEVEL):
+        """``(index, why)``: the candidate :meth:`OneStepPruningRunner.prune` applies by default.  With
+        per-example scores, the best-scoring candidate that beats uniform (candidate 0) in a paired
+        test over the examples (:mod:`tf1prune.choose.compare`), else uniform; with one number per
+        candidate, the best score."""
+        ranked, store = self.ranked(), self.store
+        if not ranked:
+            return None, "no candidate was scored"
+        uniform = store.examples("0")
+        if uniform is None:
+            return ranked[0], ("the best score (eval_fn returns one number: return per-example scores to keep "
+                               "uniform unless a candidate is better beyond noise)")
+        rivals = [i for i in ranked if i != 0 and store.examples(str(i)) is not None]
+        for i in rivals:
+            p = compare.paired_p_value(store.examples(str(i)), uniform, self.higher_is_better)
+            if compare.significantly_better(store.examples(str(i)), uniform, self.higher_is_better, len(rivals),
+                                            level):
+                return i, "candidate %d beats uniform over %d examples (paired p = %.2g, %d compared)" % (
+                    i, len(uniform), p, len(rivals))
+        return 0, "uniform: no candidate beats it beyond noise over %d examples (%d compared)" % (len(uniform),
+                                                                                               len(rivals))
+
     def top(self, k=5):
         """The best ``k`` candidates (dicts with their index), best first."""
         candidates = self.candidates
@@ -116,7 +141,9 @@ class OneStepPruningRunner(SessionPruner):
                progress=True):
         """Sample ``num_subnet`` candidates at a MACs ``sparsity``, recalibrate each one's BatchNorm on
         ``calibration_data`` (feed dicts, or a callable returning them), score it with
-        ``eval_fn(frozen_graph_def) -> float``, and keep them in ``<workspace>/<model>_sparsity_<s>.search``.
+        ``eval_fn(frozen_graph_def)`` (a float, or per-example scores as a 1-D array: then :meth:`prune`
+        keeps uniform unless a candidate is better beyond noise), and keep them in
+        ``<workspace>/<model>_sparsity_<s>.search``.
 
         Resumes an earlier search of the same graph, weights and target, retrying failed candidates;
         ``recompute``: True starts over, a list of candidate indices scores those again.  ``executor``
@@ -127,7 +154,7 @@ class OneStepPruningRunner(SessionPruner):
         sparsity = spec_lib.check_fraction("sparsity", sparsity)
         if isinstance(num_subnet, bool) or not isinstance(num_subnet, int) or num_subnet < 1:
             raise Tf1PruneError("num_subnet must be a positive integer, got %r" % (num_subnet,))
-        calibration_data = calibrate.feed_batches(calibration_data)
+        calibration_data = self.criterion_data = calibrate.feed_batches(calibration_data)
         os.makedirs(self.workspace, exist_ok=True)
         analysis = self._refresh()
         order, cap = self._pruned_ranking(analysis)
@@ -173,32 +200,42 @@ class OneStepPruningRunner(SessionPruner):
         return None
 
     def _weights(self, analysis):
-        """The session's values of every variable a candidate may zero (from the frozen graph)."""
+        """The session's values of every variable a candidate may change (zeroed, compensated,
+        reconstructed, recalibrated: every bound parameter), from the frozen graph."""
         from tf1prune.core.rules import build
         nodes = analysis.view.nodes
-        return {name: build.const_value(nodes[name]) for name, axes in analysis.bindings.items()
-                if name in self.variables and any(b.role.zeroed for b in axes.values())}
+        return {name: build.const_value(nodes[name]) for name in analysis.bindings if name in self.variables}
 
-    def prune(self, sparsity, index=None):
-        """Prune in place to the best searched candidate at ``sparsity`` (or the ``index``-th best);
+    def prune(self, sparsity, index=None, calibration=None, data_free="compensate", reconstruct=True):
+        """Prune in place to the searched candidate at ``sparsity`` that :meth:`Search.choice` picks (the
+        best one that beats uniform beyond noise, given per-example scores), or the ``index``-th best;
         returns ``(shape_tensors, masks)`` with the masks semantics of :class:`IterativePruningRunner`.
 
         The candidate is applied to the weights the search scored: after another ``prune`` of the
         same search in this process, the channels that one removed are restored first.  Without them
-        (a new process), a candidate that keeps channels the session has lost is refused."""
+        (a new process), a candidate that keeps channels the session has lost is refused.
+        ``calibration``, ``data_free``, ``reconstruct``: as :meth:`IterativePruningRunner.prune`."""
         sparsity = spec_lib.check_fraction("sparsity", sparsity)
         path = self._search_path(sparsity)
         if not os.path.exists(path):
             raise Tf1PruneError("no search at %.1f%% fewer MACs for %r: call search() first"
                                 % (100 * sparsity, self.model_name))
         analysis = self._refresh()
+        if calibration is not None:
+            calibration = calibrate.feed_batches(calibration)
+            self.criterion_data = self.criterion_data or calibration   # the search's, when it ran here
         search = Search.load(path, analysis.digest())
         ranked = search.ranked()
         if not ranked:
             raise Tf1PruneError("no candidate of the search in %r was scored" % path)
         if index is not None and (isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(ranked)):
             raise Tf1PruneError("index must be in [0, %d), got %r" % (len(ranked), index))
-        counts = search.candidates[ranked[index or 0]]["counts"]
+        if index is None:
+            picked, why = search.choice()
+            tf.logging.info("prune: candidate %d of the search at %g: %s", picked, sparsity, why)
+        else:
+            picked = ranked[index]
+        counts = search.candidates[picked]["counts"]
         if path in self._searched and self.spec != self._searched[path][0]:
             start, weights = self._searched[path]
             self._restore(start, weights)
@@ -208,16 +245,20 @@ class OneStepPruningRunner(SessionPruner):
         if lost:
             raise Tf1PruneError("candidate %d keeps channels of group %d that an earlier prune() removed from the "
                                 "session's weights: restore the weights the search scored (e.g. reload the "
-                                "checkpoint) and prune again" % (ranked[index or 0], lost[0]))
-        return self._save_spec(spec_lib.spec_from_counts(analysis, order, counts, self.criterion,
-                                                         self.channel_divisible), "sparsity_%g" % sparsity)
+                                "checkpoint) and prune again" % (picked, lost[0]))
+        spec = spec_lib.spec_from_counts(analysis, order, counts, self.criterion, self.channel_divisible)
+        self._refined(spec, calibration, data_free, reconstruct)
+        return self._save_spec(spec, "sparsity_%g" % sparsity)
 
     def _restore(self, spec, weights):
         """Back to the state a search began in: ``spec`` pruned, the other channels with ``weights``."""
         current = self._weights(self.analysis)
         if self.spec is not None:
             plan = self.analysis.plan(self.spec)
-            changed = [n for n in weights if n in current and not np.allclose(
+            touched = set(self.refinement.compensated) if self.refinement is not None else set()
+            if self.refinement is not None and self.refinement.reconstruction is not None:
+                touched |= set(self.refinement.reconstruction.updates)
+            changed = [n for n in weights if n in current and n not in touched and not np.allclose(
                 plan.zero(n, weights[n]), plan.zero(n, current[n]))]
             if changed:
                 tf.logging.warning("prune: %d weights changed since the search (e.g. %r, fine-tuning?): the candidate "

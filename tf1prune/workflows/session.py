@@ -62,7 +62,9 @@ class SessionPruner(SessionModel):
       model_name: names the result and spec files in the workspace.
       sess, input_specs, output_node_names, excludes: as :class:`SessionModel`.
       workspace: folder of the result and ``.spec`` files (default ``./.tf1prune``).
-      criterion: a channel criterion of :mod:`tf1prune.choose.criteria` (``l1`` default, ``l2``, ``bn_gamma``).
+      criterion: a channel criterion of :mod:`tf1prune.choose.criteria` (``l1`` default, ``l2``, ``bn_gamma``,
+        ``contribution``; ``activation`` reads the calibration batches last given to ``ana``, ``search``
+        or ``prune``).
       channel_divisible: kept channel counts are multiples of this; ``"auto"``: the rounding that
         runs fastest on this machine (:mod:`tf1prune.choose.divisible`).
 
@@ -79,6 +81,8 @@ class SessionPruner(SessionModel):
         divisible.check(channel_divisible)      # so does a bad rounding
         self.criterion = criterion
         self.mask_set = None
+        self.refinement = None   # what the last prune() wrote besides the masks (tf1prune.apply.refine)
+        self.criterion_data = None   # the latest calibration batches: what data-driven criteria read
         self.frozen = self.analysis = None
         self._loader = None    # assigns variables (recalibrate, restored weights)
         masks_lib.install()
@@ -122,7 +126,8 @@ class SessionPruner(SessionModel):
 
     def _ranking(self, analysis, pruned=None):
         """The units of every prunable group by ``criterion``, already ``pruned`` ones last."""
-        return allocation.rank_units(analysis, criteria.unit_scores(analysis, self.criterion), pruned)
+        return allocation.rank_units(analysis, criteria.unit_scores(analysis, self.criterion,
+                                                                    calibration=self.criterion_data), pruned)
 
     def _pruned_ranking(self, analysis):
         """The ranking with the channels pruned now last, and each group's cap (its kept count now)."""
@@ -142,6 +147,16 @@ class SessionPruner(SessionModel):
             spec = spec_lib.Spec.load(spec)
         spec.mask(self._refresh())   # refuses a spec made for another graph
         return self._save_spec(spec, tag)
+
+    def _refined(self, spec, calibration, data_free, reconstruct):
+        """Write what keeps the pruned session accurate before training into its variables (bias
+        compensation, reconstructed kernels, re-estimated BatchNorm: :func:`tf1prune.apply.refine.refine`
+        on the session's weights now); returns what was done."""
+        from tf1prune.apply.refine import refine
+        plan, done = refine(self.analysis.plan(spec), calibration, data_free, reconstruct, graph_def=self.frozen)
+        self._load({name: value for name, value in plan.updates.items() if name in self.variables})
+        self.refinement = done
+        return done
 
     def _save_spec(self, spec, tag):
         """Apply ``spec`` and keep it as ``<model>_<tag>.spec`` and the workspace's latest spec."""

@@ -3,7 +3,7 @@
 A :class:`ResultStore` holds one ``kind`` of results (``sensitivity``, ``search``, ``ofa-search``...)
 for one ``identity`` (the graph's channel structure and the SHA-256 of its weights) and one set
 of ``settings`` (ratios, target, metric direction...).  Each entry is a key with a value or an
-error and any extra fields.  The file is rewritten atomically (temp file + rename), so a killed run
+error and any extra fields (``examples``: per-example scores, when ``eval_fn`` returns them).  The file is rewritten atomically (temp file + rename), so a killed run
 loses at most the entries since the last save.
 
 - Opening a file made for another identity or settings is a :class:`Tf1PruneError` that names the
@@ -25,6 +25,8 @@ import json
 import math
 import numbers
 import os
+
+import numpy as np
 
 from tf1prune.errors import Tf1PruneError
 from tf1prune.files import atomic_write
@@ -90,7 +92,9 @@ class ResultStore:
             return "its 'extra' is not an object"
         for key, entry in data["entries"].items():
             if not isinstance(entry, dict) or not _number_or_none(entry.get("value")) \
-                    or not (entry.get("error") is None or isinstance(entry.get("error"), str)):
+                    or not (entry.get("error") is None or isinstance(entry.get("error"), str)) \
+                    or not (entry.get("examples") is None or isinstance(entry.get("examples"), list)
+                            and all(_number_or_none(v) and v is not None for v in entry["examples"])):
                 return "entry %r is malformed" % key
         return None
 
@@ -123,6 +127,12 @@ class ResultStore:
     def value(self, key):
         entry = self.entries.get(str(key))
         return None if entry is None else entry.get("value")
+
+    def examples(self, key):
+        """The per-example scores of ``key`` (an array), or None when ``eval_fn`` returned one number."""
+        entry = self.entries.get(str(key))
+        examples = None if entry is None or entry.get("value") is None else entry.get("examples")
+        return None if examples is None else np.asarray(examples, np.float64)
 
     def error(self, key):
         entry = self.entries.get(str(key))

@@ -6,16 +6,21 @@ Per seed, a baseline is trained (``--epochs``, Adam, batch 128), its BatchNorm s
 re-estimated exactly on ``--calib_images`` training images, and it is checkpointed.  Every
 (method, sparsity) run restores it into a fresh graph and session, prunes, re-estimates BatchNorm,
 fine-tunes ``--finetune_epochs`` with the same optimizer, batch size and data order, re-estimates
-BatchNorm again and is measured on the 10k test set.  Methods:
+BatchNorm again and is measured on the 10k test set (a run that keeps the same channels as an earlier
+run of its seed reuses that run's figures: the fine-tuning is the same).  Methods:
 
 * ``uniform-l1`` / ``uniform-bn``: one ratio for every group, channels ranked by L1 / BN gamma;
 * ``ana``: last session's sensitivity allocation (equal metric drop per group, uncalibrated ``ana``);
 * ``ana-cal``: ``ana`` with adaptive BatchNorm and ``prune(strategy="sensitivity")`` (drops traded
   against MACs within ``--max_shift`` of uniform, checked against uniform);
-* ``onestep20`` / ``onestep50``: ``OneStepPruningRunner.search`` (adaptive BatchNorm), the best of
-  the first 20 / all 50 candidates (one search of 50 serves both).
+* ``onestep20`` / ``onestep50``: ``OneStepPruningRunner.search`` (adaptive BatchNorm) of 20 / 50
+  candidates, then ``prune()``: the best candidate that beats uniform in a paired test over the
+  validation images, else uniform (``Search.choice``);
+* ``onestep20-best`` / ``onestep50-best``: the same searches, the best validation score applied
+  (``prune(index=0)``: what one-step search did before the paired test).
 
-``ana``/``search`` score on the last ``--val_size`` training images (held out from training); BatchNorm
+``ana``/``search`` score on the last ``--val_size`` training images (held out from training; ``eval_fn``
+returns each image's correctness, so comparisons with uniform are paired); BatchNorm
 calibration uses ``--calib_images`` of the training images.  ``--correlation N`` also fine-tunes N
 random candidates at 50% (seed 0) and prints the Spearman correlation of their scores (without and
 with adaptive BatchNorm) with their fine-tuned accuracy.
@@ -53,7 +58,8 @@ deprecation._PRINT_DEPRECATION_WARNINGS = False   # this tool's own TF1 calls ar
 flags.DEFINE_enum("model", "resnet", list(example_models.MODEL_NAMES), "example model")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "model and data-order seeds")
 flags.DEFINE_list("sparsities", ["0.5", "0.7"], "MACs reductions")
-flags.DEFINE_list("methods", ["uniform-l1", "uniform-bn", "ana", "ana-cal", "onestep20", "onestep50"], "methods")
+flags.DEFINE_list("methods", ["uniform-l1", "uniform-bn", "ana", "ana-cal", "onestep20", "onestep20-best"],
+                  "methods")
 flags.DEFINE_integer("epochs", 2, "baseline training epochs")
 flags.DEFINE_integer("finetune_epochs", 1, "fine-tuning epochs (the same for every method)")
 flags.DEFINE_integer("val_size", 2000, "last training images held out for ana and search scores")
@@ -99,25 +105,29 @@ class Data:
         self.calibration = [{"input_1:0": self.x_fit[pick[i:i + 128]]} for i in range(0, len(pick), 128)]
 
 
-def accuracy(graph_def, output, x, y, batch=500):
+def correct(graph_def, output, x, y, batch=500):
+    """Each image's correctness (1.0 or 0.0)."""
     graph = tf.Graph()
     with graph.as_default():
         tf.import_graph_def(graph_def, name="")
     with tf.Session(graph=graph, config=config()) as sess:
         out = output + ":0"
-        hits = sum(int((sess.run(out, {"input_1:0": x[i:i + batch]}).argmax(1) == y[i:i + batch]).sum())
-                   for i in range(0, len(y), batch))
-    return hits / len(y)
+        return np.concatenate([(sess.run(out, {"input_1:0": x[i:i + batch]}).argmax(1) == y[i:i + batch])
+                               for i in range(0, len(y), batch)]).astype(np.float64)
+
+
+def accuracy(graph_def, output, x, y):
+    return float(correct(graph_def, output, x, y).mean())
 
 
 class ValAccuracy:
-    """eval_fn: accuracy on the held-out training images (picklable)."""
+    """eval_fn: per-image correctness on the held-out training images (picklable); its mean is the accuracy."""
 
     def __init__(self, output, x, y):
         self.output, self.x, self.y = output, x, y
 
     def __call__(self, graph_def):
-        return accuracy(graph_def, self.output, self.x, self.y)
+        return correct(graph_def, self.output, self.x, self.y)
 
 
 class Seed:
@@ -200,12 +210,13 @@ def prune(seed, method, sparsity, runner):
             counts = allocation.solve_sparsity(analysis, order, sparsity, 1, equal_drop_counts(analysis, sens))
             runner.apply_spec(spec_lib.spec_from_counts(analysis, order, counts), "sparsity_%g" % sparsity)
     else:
-        t0 = time.time()   # resumed from the workspace's search file after the first method
-        search = runner.search(seed.eval_fn, seed.ds.calibration, num_subnet=50, sparsity=sparsity, progress=None)
-        seed.cache.setdefault(("search", sparsity), time.time() - t0)
-        first = 20 if method == "onestep20" else 50
-        best = min(range(first), key=lambda i: (-(search.candidates[i]["score"] or -1), i))
-        runner.prune(sparsity=sparsity, index=search.ranked().index(best))
+        t0 = time.time()   # resumed from the workspace's search file by the -best variant
+        size = int(method[len("onestep"):].split("-")[0])
+        search = runner.search(seed.eval_fn, seed.ds.calibration, num_subnet=size, sparsity=sparsity, progress=None)
+        seed.cache.setdefault(("search", size, sparsity), time.time() - t0)
+        picked, why = search.choice()
+        log("seed %d %s @ %g: %s" % (seed.seed, method, sparsity, why))
+        runner.prune(sparsity=sparsity, index=0 if method.endswith("-best") else None)
     return time.time() - t
 
 
@@ -224,7 +235,7 @@ def finetuned(seed, graph, sess, info, runner):
 
 def run(seed, method, sparsity):
     cls = tf1prune.OneStepPruningRunner if method.startswith("onestep") else tf1prune.IterativePruningRunner
-    workspace = os.path.join(seed.workdir, "ws_" + method.split("20")[0].split("50")[0])
+    workspace = os.path.join(seed.workdir, "ws_" + method.split("-best")[0])
     os.makedirs(workspace, exist_ok=True)
     if os.path.exists(os.path.join(workspace, "latest_spec")):   # every run prunes once from the baseline;
         os.remove(os.path.join(workspace, "latest_spec"))        # only the caches are shared
@@ -232,7 +243,12 @@ def run(seed, method, sparsity):
                                              workspace=workspace)
     with graph.as_default(), sess.as_default():
         prune_s = prune(seed, method, sparsity, runner)
-    pruned, tuned, macs = finetuned(seed, graph, sess, info, runner)
+        key = ("tuned", runner.spec.criterion, tuple(sorted((g.id, tuple(g.keep)) for g in runner.spec.groups)))
+    if key in seed.cache:   # the same channels as an earlier method: the same (deterministic) fine-tuning
+        sess.close()
+        pruned, tuned, macs = seed.cache[key]
+    else:
+        pruned, tuned, macs = seed.cache[key] = finetuned(seed, graph, sess, info, runner)
     log("seed %d %s @ %g: %.1f%% fewer MACs; test %.4f pruned+BN, %.4f fine-tuned (baseline %.4f); prune %.0f s"
         % (seed.seed, method, sparsity, 100 * (1 - macs / seed.macs), pruned, tuned, seed.test_acc, prune_s))
     return tuned - seed.test_acc
@@ -293,20 +309,26 @@ def main(argv):
         costs += [("ana with calibration (seed %d)" % s, seed.cache[("sens", True)])] if ("sens", True) in seed.cache else []
         costs += [("ana without calibration (seed %d)" % s, seed.cache[("sens", False)])] \
             if ("sens", False) in seed.cache else []
-        costs += [("search of 50 candidates at %g (seed %d)" % (k[1], s), v) for k, v in seed.cache.items()
+        costs += [("search of %d candidates at %g (seed %d)" % (k[1], k[2], s), v) for k, v in seed.cache.items()
                   if k[0] == "search"]
         if FLAGS.correlation and s == int(FLAGS.seeds[0]):
             correlation(seed)
         shutil.rmtree(seed.workdir, ignore_errors=True)
     print()
-    header = ["method"] + ["Δ test acc @ %s%% (pts, mean ± sd over %d seeds)" % (x, len(FLAGS.seeds))
-                           for x in (int(100 * float(s)) for s in FLAGS.sparsities)]
+    sparsities = [float(x) for x in FLAGS.sparsities]
+    header = ["method"] + ["Δ test acc @ %g%% (pts, mean ± sd over %d seeds)" % (100 * x, len(FLAGS.seeds))
+                           for x in sparsities]
+    paired = "uniform-l1" in FLAGS.methods
+    header += ["vs uniform-l1 @ %g%% (per seed; mean)" % (100 * x) for x in sparsities] if paired else []
     rows = []
     for method in FLAGS.methods:
         row = [method]
-        for sparsity in (float(x) for x in FLAGS.sparsities):
+        for sparsity in sparsities:
             d = 100 * np.array(results[(method, sparsity)])
             row.append("%+.2f ± %.2f" % (d.mean(), d.std(ddof=1) if len(d) > 1 else 0.0))
+        for sparsity in sparsities if paired else ():
+            d = 100 * (np.array(results[(method, sparsity)]) - np.array(results[("uniform-l1", sparsity)]))
+            row.append("" if method == "uniform-l1" else " ".join("%+.2f" % v for v in d) + "; %+.2f" % d.mean())
         rows.append(row)
     table(header, rows)
     if costs:

@@ -15,13 +15,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import tf1prune  # noqa: E402
 from tf1prune.choose import divisible, spec as spec_lib
 from tf1prune.core import flops
 from tf1prune.apply import slim  # noqa: E402
+from tools.common import keras_application  # noqa: E402
 
 tf.disable_eager_execution()
 
@@ -37,33 +37,14 @@ flags.DEFINE_float("sparsity", 0.5, "MACs reduction target of make_spec.")
 flags.DEFINE_list("divisible", ["1", "8", "16"], "channel_divisible values to benchmark ('auto' too).")
 flags.DEFINE_bool("markdown", False, "Print a Markdown table instead of plain text.")
 
-MODELS = {"resnet50": keras.applications.ResNet50, "mobilenet_v2": keras.applications.MobileNetV2}
-
-
 def session_config():
     """Thread settings; TF's thread pools are process-wide, sized by the first session, so every session uses this."""
     return tf.ConfigProto(intra_op_parallelism_threads=FLAGS.threads, inter_op_parallelism_threads=FLAGS.threads)
 
 
 def frozen_model(name, size, seed=0):
-    """Frozen GraphDef of a Keras application with random weights and BN stats; (gd, input, output)."""
-    rng = np.random.RandomState(seed)
-    graph = tf.Graph()
-    with graph.as_default(), tf.Session(graph=graph, config=session_config()) as sess:
-        keras.backend.set_learning_phase(0)
-        model = MODELS[name](weights=None, input_shape=(size, size, 3), classes=1000)
-        sess.run(tf.global_variables_initializer())
-        assigns = []
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):  # gamma, beta, mean, variance
-                n = layer.weights[0].shape.as_list()
-                values = [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n),
-                          rng.uniform(0.5, 1.5, n)]
-                assigns += [v.assign(x.astype(np.float32)) for v, x in zip(layer.weights, values)]
-        sess.run(assigns)
-        out = model.outputs[0].op.name
-        gd = tf.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), [out])
-        return gd, model.inputs[0].name, out
+    """Frozen Keras application with random weights and BN stats; (gd, input, output)."""
+    return keras_application(name, size, seed, config=session_config())
 
 
 def best_of(fn, n):

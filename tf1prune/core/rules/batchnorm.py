@@ -14,11 +14,14 @@ from tf1prune.core.names import node_of, tensor_name
 from tf1prune.core.rules import build
 from tf1prune.core.rules.base import Role, register
 
-BatchNormSite = collections.namedtuple("BatchNormSite", "node x mean variance axis rank dtype unbiased rewire")
+BatchNormSite = collections.namedtuple("BatchNormSite", "node x mean variance axis rank dtype unbiased rewire output "
+                                                      "scale offset", defaults=(None, None, None))
 BatchNormSite.__doc__ += """
 
 ``rewire``: ``(node, input index, 'mean' | 'variance', shape)`` inputs that read the moving
-statistics of an unfused BatchNorm (fused ones read them as their inputs 3 and 4)."""
+statistics of an unfused BatchNorm (fused ones read them as their inputs 3 and 4); ``output``: the
+normalised tensor, ``scale`` and ``offset`` (gamma and beta: parameter nodes, None when absent or
+not found), for data-free moments."""
 FUSED = "FusedBatchNorm FusedBatchNormV2 FusedBatchNormV3"
 
 
@@ -30,7 +33,8 @@ def _rank(ctx, t):
 def _batch_norm(ctx, node):
     x, scale, offset, mean, var = ctx.inputs(node)[:5]
     axis = ctx.view.channel_axis(node.name, _rank(ctx, x) or 4)
-    ctx.add_batch_norm(BatchNormSite(node.name, x, mean, var, axis, _rank(ctx, x), None, True, ()))
+    ctx.add_batch_norm(BatchNormSite(node.name, x, mean, var, axis, _rank(ctx, x), None, True, (), node.name + ":0",
+                                     scale, offset))
     elems = ctx.channel_in(x, axis, node)
     if elems is None:
         return
@@ -97,7 +101,24 @@ def unfused_site(ctx, mul, x, inv):
         return None
     rewire = (rewire_mean + ("mean", shape),
               (added.name, view.data_inputs(added.name).index(variance), "variance", shape))
-    return BatchNormSite(mul.name, x, mean, variance, axis, rank, None, False, rewire)
+    output, scale, offset = _unfused_ends(ctx, mul, inv, rewire_mean[0])
+    return BatchNormSite(mul.name, x, mean, variance, axis, rank, None, False, rewire, output, scale, offset)
+
+
+def _unfused_ends(ctx, mul, inv, mean_mul):
+    """``(output tensor, scale, offset)`` of ``tf.nn.batch_normalization``'s graph: ``x * inv + (offset -
+    mean * inv)`` with ``inv = rsqrt(variance + eps) [* scale]``; None for what is not found."""
+    view = ctx.view
+    inv_node = view.nodes[node_of(inv)]
+    scale = None
+    if inv_node.op == "Mul":
+        scale = next((t for t in view.data_inputs(inv_node.name) if ctx.param_source(t)), None)
+    subs = [c for c, _ in view.consumers[mean_mul] if view.nodes[c].op == "Sub"]
+    offset = view.data_inputs(subs[0])[0] if subs and ctx.param_source(view.data_inputs(subs[0])[0]) else None
+    adds = [c for c, _ in view.consumers[mul.name] if view.nodes[c].op in ("Add", "AddV2")
+            and subs and subs[0] + ":0" in [tensor_name(t) for t in view.data_inputs(c)]]
+    output = adds[0] + ":0" if adds and offset is not None else None
+    return output, scale, offset
 
 
 def set_training_mode(node):

@@ -11,6 +11,23 @@ from tf1prune.core.names import static_size
 from tf1prune.core.rules.base import Dim, LayerSpec, Role, keeps_zero, register
 
 
+def patch_geometry(view, node):
+    """How a 2-D convolution reads its input, for extracting its input patches: ``(kernel height,
+    width), (strides), (dilations), padding ('SAME' or 'VALID'), channels first?``; None for other
+    ops (depthwise, 3-D, transposed) and explicit padding."""
+    if node.op != "Conv2D" or view.attr(node.name, "padding", "") not in ("SAME", "VALID"):
+        return None
+    fmt = view.attr(node.name, "data_format", "NHWC") or "NHWC"
+    hw = (2, 3) if fmt == "NCHW" else (1, 2)
+    strides = list(view.attr(node.name, "strides", [1, 1, 1, 1]))
+    dilations = list(view.attr(node.name, "dilations", [1, 1, 1, 1]) or [1, 1, 1, 1])
+    kernel = view.shape(view.data_inputs(node.name)[1])
+    if kernel is None:
+        return None
+    return ((kernel[0], kernel[1]), (strides[hw[0]], strides[hw[1]]), (dilations[hw[0]], dilations[hw[1]]),
+            view.attr(node.name, "padding"), fmt == "NCHW")
+
+
 def _conv_kernel_axes(view, node, rank):
     return rank - 2, rank - 1             # [spatial..., in, out]
 
