@@ -284,6 +284,34 @@ def test_synthesized_inputs_match_the_batch_norm_statistics():
     assert mismatch(after) < 0.3 * mismatch(before), (mismatch(before), mismatch(after))
 
 
+def test_synthesis_differentiates_ops_with_python_custom_gradients():
+    """A frozen graph with a ``tf.custom_gradient`` op (Keras swish): its gradient function belongs to
+    the graph that made it, so the synthesis differentiates the op's own ops instead."""
+    x_sample = RNG.randn(64, 8, 8, 3).astype(np.float32)
+    w, gamma, beta = RNG.randn(3, 3, 3, 4) * 0.3, RNG.uniform(0.5, 1.5, 4), RNG.randn(4)
+
+    @tf.custom_gradient
+    def swish(t):
+        y = t * tf.sigmoid(t)
+        return y, lambda dy: dy * (tf.sigmoid(t) * (1 + t * (1 - tf.sigmoid(t))))
+
+    def fn():
+        x = tf.placeholder(tf.float32, (None, 8, 8, 3), name="x")
+        c = swish(tf.nn.conv2d(x, const(w), [1, 1, 1, 1], "SAME", name="c1"))
+        c2 = tf.nn.conv2d(c, const(RNG.randn(1, 1, 4, 4)), [1, 1, 1, 1], "SAME", name="c2")
+        tf.identity(tf.nn.fused_batch_norm(c2, const(gamma), const(beta), const(np.zeros(4)), const(np.ones(4)),
+                                           is_training=False)[0], name="logits")
+    gd = frozen(fn)
+    assert any("_gradient_op_type" in n.attr for n in gd.node)
+    analysis = tf1prune.analyze(gd, {"x:0": ((1, 8, 8, 3), "float32")}, ["logits"])
+    before = run_graph(gd, {"x:0": x_sample}, ["c2:0"])[0].reshape(-1, 4)
+    made = synthesize_inputs(analysis, count=64, batch=64, steps=100)
+    after = run_graph(gd, {"x:0": made[0]["x:0"]}, ["c2:0"])[0].reshape(-1, 4)
+    assert np.abs(after.mean(0)).mean() + np.abs(after.var(0) - 1).mean() < \
+        0.5 * (np.abs(before.mean(0)).mean() + np.abs(before.var(0) - 1).mean())
+    assert any("_gradient_op_type" in n.attr for n in gd.node)   # the caller's graph is untouched
+
+
 def test_synthesis_refuses_a_graph_without_batch_norm():
     analysis = tf1prune.analyze(mlp(), {"x:0": ((1, 6), "float32")}, ["logits"])
     with pytest.raises(Tf1PruneError, match="no BatchNorm"):

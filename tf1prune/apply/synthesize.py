@@ -38,6 +38,8 @@ def synthesize_inputs(analysis, count=256, batch=64, steps=500, learning_rate=0.
     for name in list(specs):
         if not tf.as_dtype(specs[name][1]).is_floating:
             raise Tf1PruneError("input %r is %s: only floating-point inputs can be synthesized" % (name, specs[name][1]))
+    if any("_gradient_op_type" in n.attr for n in graph_def.node):
+        graph_def = _without_custom_gradients(graph_def)
     graph = tf.Graph()
     with graph.as_default():
         holders = {name: tf.placeholder(tf.as_dtype(dtype), (fixed,) + tuple(shape[1:]), name="tf1prune_synth_in%d" % i)
@@ -72,6 +74,19 @@ def synthesize_inputs(analysis, count=256, batch=64, steps=500, learning_rate=0.
                         np.sqrt(second[n] / (1 - 0.999 ** step)) + 1e-8)
                 steps_bar.tick()
             out.append({n: values[n].astype(tf.as_dtype(specs[n][1]).as_numpy_dtype) for n in names})
+    return out
+
+
+def _without_custom_gradients(graph_def):
+    """A copy of ``graph_def`` whose ops with Python custom gradients (Keras swish, ``tf.custom_gradient``)
+    are differentiated like any other: their gradient functions belong to the graph that made them
+    (another graph, or another process) and cannot be called on an imported copy."""
+    import tensorflow.compat.v1 as tf
+    out = tf.GraphDef()
+    out.CopyFrom(graph_def)
+    for node in out.node:
+        if "_gradient_op_type" in node.attr:
+            del node.attr["_gradient_op_type"]
     return out
 
 
