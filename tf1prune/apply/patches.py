@@ -14,7 +14,7 @@ Example::
 import numpy as np
 
 from tf1prune.apply import calibrate
-from tf1prune.core.rules import ZEROED, build
+from tf1prune.core.rules import build
 
 
 class Patcher:
@@ -54,15 +54,14 @@ class Patcher:
     def patches(self, choice):
         """The patches of the candidate ``choice``."""
         plan = self.analysis.plan(choice)
-        return self.calibrated({name: plan.zero(name, self.value(name)) for name in plan.changed(ZEROED)})
+        return self.calibrated(plan.sparse_values(self.value))
 
     def statistics(self, choice):
         """The BatchNorm statistics re-estimated for ``choice`` (empty without calibration data)."""
         if self.calibrator is None:
             return {}
         plan = self.analysis.plan(choice)
-        zeroed = {name: plan.zero(name, self.value(name)) for name in plan.changed(ZEROED)}
-        return self.calibrator.statistics(self.batches, zeroed)
+        return self.calibrator.statistics(self.batches, plan.sparse_values(self.value))
 
     def close(self):
         if self.calibrator is not None:

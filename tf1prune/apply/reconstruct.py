@@ -33,7 +33,7 @@ import numpy as np
 from tf1prune import progress as progress_lib
 from tf1prune.apply import calibrate
 from tf1prune.apply.compensate import absorber, input_tensor
-from tf1prune.core.rules import ZEROED, Role, build
+from tf1prune.core.rules import Role, build
 from tf1prune.core.activations import LayerRows
 from tf1prune.core.rules.layers import patch_geometry
 
@@ -196,10 +196,7 @@ def reconstruct(plan, calibration_data, graph_def=None, values=None, positions=3
         for wave in waves:
             with graph.as_default():
                 sites = [_Site(analysis, plan, chosen[i], values, graph, positions) for i in wave]
-            current = plan.with_updates(updates)
-            pruned = {name: current.zero(name, current.value(name, values(name)))
-                      for name in set(current.changed(ZEROED)) | set(current.updates) if name in nodes}
-            pruned = {name + ":0": value for name, value in pruned.items()}
+            pruned = {name + ":0": value for name, value in plan.with_updates(updates).sparse_values(values, nodes).items()}
             for feed in batches:
                 batch = len(next(iter(feed.values())))
                 extra = {}
@@ -223,9 +220,7 @@ def reconstruct(plan, calibration_data, graph_def=None, values=None, positions=3
                 steps.tick(site.layer.node)
     statistics = {}
     if recalibrate:
-        final = plan.with_updates(updates)
-        patches = {name: final.zero(name, final.value(name, values(name)))
-                   for name in set(final.changed(ZEROED)) | set(final.updates) if name in nodes}
+        patches = plan.with_updates(updates).sparse_values(values, nodes)
         with calibrate.Calibrator(analysis, graph_def) as calibrator:
             statistics = calibrator.statistics(_first(batches, statistics_images), patches)
         updates.update(statistics)

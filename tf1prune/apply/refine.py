@@ -24,7 +24,8 @@ import collections
 
 from tf1prune.apply import calibrate, compensate
 from tf1prune.apply import reconstruct as reconstruct_lib
-from tf1prune.core.rules import ZEROED, build
+from tf1prune.core.rules import build
+from tf1prune.errors import Tf1PruneError
 
 Refinement = collections.namedtuple("Refinement", "compensated skipped reconstruction statistics")
 Refinement.__doc__ = ("What :func:`refine` did: parameters shifted by compensation, ``(layer, why)`` it skipped, the "
@@ -40,7 +41,6 @@ def refine(plan, calibration=None, data_free="compensate", reconstruct=True, gra
     """``(plan with updates, Refinement)`` (see the module docstring); ``graph_def``: the weights (default:
     the analysed graph); ``synthetic``: options of :func:`~tf1prune.apply.synthesize.synthesize_inputs`;
     ``fit``: options of :func:`~tf1prune.apply.reconstruct.reconstruct`."""
-    from tf1prune.errors import Tf1PruneError
     if data_free not in DATA_FREE:
         raise Tf1PruneError("data_free must be one of %s, got %r" % (", ".join(DATA_FREE), data_free))
     analysis = plan.analysis
@@ -74,9 +74,7 @@ def refine(plan, calibration=None, data_free="compensate", reconstruct=True, gra
     if reconstruct:
         result = reconstruct_lib.reconstruct(plan, batches, graph_def, values, progress=progress, **fit)
         return plan.with_updates(result.updates), Refinement(compensated, skipped, result, result.statistics)
-    patches = {name: plan.zero(name, plan.value(name, values(name)))
-               for name in set(plan.changed(ZEROED)) | set(plan.updates) if name in nodes}
     with calibrate.Calibrator(analysis, graph_def) as calibrator:
-        statistics = calibrator.statistics(batches, patches)
+        statistics = calibrator.statistics(batches, plan.sparse_values(values, nodes))
     return plan.with_updates(statistics), Refinement(compensated, skipped, None, statistics)
 

@@ -21,7 +21,7 @@ import tensorflow.compat.v1 as tf
 from tf1prune.core import rules
 from tf1prune.errors import Tf1PruneError
 from tf1prune.core.graph import GraphView
-from tf1prune.core.rules import ZEROED, build
+from tf1prune.core.rules import build
 
 
 def _check_frozen(analysis, nodes):
@@ -56,9 +56,8 @@ def apply_sparse(plan, graph_def=None):
     graph_def = _needed_graph(plan.analysis, graph_def)
     nodes = {n.name: n for n in graph_def.node}
     _check_frozen(plan.analysis, nodes)
-    for name in sorted(set(plan.changed(ZEROED)) | set(plan.updates)):
-        if name in nodes:
-            build.set_const_value(nodes[name], plan.zero(name, plan.value(name, build.const_value(nodes[name]))))
+    for name, value in plan.sparse_values(lambda n: build.const_value(nodes[n]), nodes).items():
+        build.set_const_value(nodes[name], value)
     return graph_def
 
 

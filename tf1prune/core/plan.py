@@ -54,6 +54,13 @@ class Plan:
         """Parameter ``name``'s value under this plan (its update, else ``original``), full shape."""
         return self.updates.get(name, original)
 
+    def sparse_values(self, values, present=None):
+        """``{name: value}`` of every parameter the sparse model changes (zeroed or updated), full
+        shape, from ``values(name)`` (the original value); only the names in ``present`` when given."""
+        return {name: self.zero(name, self.value(name, values(name)))
+                for name in sorted(set(self.changed(ZEROED)) | set(self.updates))
+                if present is None or name in present}
+
     @property
     def pruned(self):
         """True when some channel is removed."""

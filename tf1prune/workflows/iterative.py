@@ -152,16 +152,15 @@ class IterativePruningRunner(SessionPruner):
             candidates = (Candidate(k, patcher.patches(Choice.from_counts(analysis, order, c)))
                           for k, c in (("allocation", counts), ("uniform", uniform)))
             scores = {k: v for k, v, _ in engine.run(candidates)}
-        mine, uniform_score = scores["allocation"], scores["uniform"]
+        mine, theirs = scores["allocation"], scores["uniform"]
         higher = self.validation.higher_is_better
-        if mine is not None and uniform_score is None:
+        if mine is not None and theirs is None:
             return counts
-        if mine is not None and getattr(mine, "examples", None) is not None \
-                and getattr(uniform_score, "examples", None) is not None:
-            if compare.significantly_better(mine.examples, uniform_score.examples, higher):
+        if mine is not None:
+            examples = getattr(mine, "examples", None), getattr(theirs, "examples", None)
+            if (compare.significantly_better(*examples, higher) if None not in examples
+                    else (mine > theirs if higher else mine < theirs)):
                 return counts
-        elif mine is not None and (mine > uniform_score if higher else mine < uniform_score):
-            return counts
         tf.logging.info("prune: the uniform allocation scores %s, the sensitivity one %s: uniform kept",
                         scores["uniform"], scores["allocation"])
         return uniform

@@ -63,8 +63,8 @@ class SessionPruner(SessionModel):
       sess, input_specs, output_node_names, excludes: as :class:`SessionModel`.
       workspace: folder of the result and ``.spec`` files (default ``./.tf1prune``).
       criterion: a channel criterion of :mod:`tf1prune.choose.criteria` (``l1`` default, ``l2``, ``bn_gamma``,
-        ``contribution``; ``activation`` reads the calibration batches last given to ``ana``, ``search``
-        or ``prune``).
+        ``contribution``; ``activation`` and ``reconstruction`` read the calibration batches last given
+        to ``ana``, ``search`` or ``prune``).
       channel_divisible: kept channel counts are multiples of this; ``"auto"``: the rounding that
         runs fastest on this machine (:mod:`tf1prune.choose.divisible`).
 

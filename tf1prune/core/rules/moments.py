@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+
 def _gauss_hermite(n):
     """Nodes and weights of n-point Gauss–Hermite quadrature (Golub–Welsch: the eigenvectors of the
     Jacobi matrix), for ``∫ exp(-t²) f(t) dt``."""
