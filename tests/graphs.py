@@ -73,3 +73,76 @@ def fixed_batch_graph():
         h = tf.reshape(tf.nn.relu(h), [1, 512])
         tf.matmul(h, tf.constant(rng.randn(512, 4).astype(np.float32)), name="logits")
     return graph.as_graph_def()
+
+
+def detection_graph(control_flow_v2=True, seed=0, size=48, anchors=3, classes=4, max_boxes=8):
+    """An Object-Detection-API-like export: a ``[None, None, None, 3]`` uint8 ``image_tensor``,
+    preprocessing in ``tf.map_fn`` (resize to ``size``, scale to [-1, 1]), a small backbone (conv,
+    depthwise, BatchNorm, ReLU6), two box-predictor heads whose channels are anchors x code (box
+    encodings and class scores, reshaped to ``[batch, -1, code]`` with the batch read at run time),
+    and NMS inside a second ``map_fn`` (a while loop); outputs ``detection_boxes``,
+    ``detection_scores``, ``num_detections``, ``raw_boxes`` and ``raw_scores``.  With
+    ``control_flow_v2=False`` the loops are TF1 ``Enter``/``Exit`` frames, as in TF 1.x exports."""
+    import numpy as np
+    rng = np.random.RandomState(seed)
+
+    def const(v):
+        return tf.constant(np.asarray(v, np.float32))
+
+    def block(x, out, name, k=3, stride=1, depthwise=False):
+        cin = int(x.shape[-1])
+        if depthwise:
+            out = cin
+            y = tf.nn.depthwise_conv2d(x, const(rng.randn(k, k, cin, 1) * 0.3), [1, stride, stride, 1], "SAME",
+                                       name=name)
+        else:
+            y = tf.nn.conv2d(x, const(rng.randn(k, k, cin, out) / np.sqrt(k * k * cin)), [1, stride, stride, 1],
+                             "SAME", name=name)
+        y, _, _ = tf.nn.fused_batch_norm(y, const(1 + 0.1 * rng.randn(out)), const(0.1 * rng.randn(out)),
+                                         const(0.1 * rng.randn(out)), const(1 + 0.1 * rng.rand(out)),
+                                         is_training=False, name=name + "/BatchNorm")
+        return tf.nn.relu6(y)
+
+    was_v2 = tf.control_flow_v2_enabled()
+    (tf.enable_control_flow_v2 if control_flow_v2 else tf.disable_control_flow_v2)()
+    try:
+        graph = tf.Graph()
+        with graph.as_default():
+            image = tf.placeholder(tf.uint8, [None, None, None, 3], name="image_tensor")
+
+            def preprocess(img):
+                return tf.image.resize_images(tf.cast(img, tf.float32), [size, size]) / 127.5 - 1.0
+            x = tf.map_fn(preprocess, image, dtype=tf.float32, back_prop=False)
+            x = block(x, 16, "FeatureExtractor/conv0", stride=2)
+            x = block(x, 0, "FeatureExtractor/dw1", depthwise=True)
+            x = block(x, 24, "FeatureExtractor/pw1", k=1)
+            f1 = block(x, 32, "FeatureExtractor/conv2", stride=2)
+            f2 = block(f1, 40, "FeatureExtractor/conv3", stride=2)
+            boxes, scores = [], []
+            for i, f in enumerate([f1, f2]):
+                for kind, code, out in (("BoxEncodingPredictor", 4, boxes), ("ClassPredictor", classes, scores)):
+                    y = tf.nn.conv2d(f, const(rng.randn(3, 3, int(f.shape[-1]), anchors * code) * 0.1), [1] * 4,
+                                     "SAME", name="BoxPredictor_%d/%s" % (i, kind))
+                    y = tf.nn.bias_add(y, const(rng.randn(anchors * code) * 0.1))
+                    out.append(tf.reshape(y, tf.stack([tf.shape(y)[0], -1, code])))
+            boxes = tf.concat(boxes, 1, name="raw_boxes")
+            scores = tf.sigmoid(tf.concat(scores, 1), name="raw_scores")
+
+            def nms(args):
+                b, s = args
+                best = tf.reduce_max(s[:, 1:], 1)
+                keep = tf.image.non_max_suppression(b, best, max_boxes, 0.5)
+                pad = max_boxes - tf.shape(keep)[0]
+                return (tf.pad(tf.gather(b, keep), [[0, pad], [0, 0]]), tf.pad(tf.gather(best, keep), [[0, pad]]),
+                        tf.cast(tf.shape(keep)[0], tf.float32))
+            db, ds, nd = tf.map_fn(nms, (boxes, scores), dtype=(tf.float32, tf.float32, tf.float32),
+                                   back_prop=False)
+            tf.identity(db, name="detection_boxes")
+            tf.identity(ds, name="detection_scores")
+            tf.identity(nd, name="num_detections")
+        return graph.as_graph_def()
+    finally:
+        (tf.enable_control_flow_v2 if was_v2 else tf.disable_control_flow_v2)()
+
+
+DETECTION_OUTPUTS = ["detection_boxes", "detection_scores", "num_detections", "raw_boxes", "raw_scores"]

@@ -201,9 +201,10 @@ def test_reconstruction_recovers_a_redundant_channel_exactly(sequential, geometr
     plan = prune(analysis, "c1", [0, 1, 2, 3, 4])
     x = RNG.randn(64, 9, 9, 3).astype(np.float32)
     result = reconstruct(plan, [{"x:0": x[:32]}, {"x:0": x[32:]}], ridge=0.0, sequential=sequential)
-    assert [f.layer for f in result.fits] == ["c2"] and result.fits[0].before > 1e-4
-    assert result.fits[0].after < 1e-6 and not result.skipped
-    assert result.waves == 1
+    # refitted layer by layer, the layer after c2 is refitted too (its input is c2's output)
+    assert [f.layer for f in result.fits] == ["c2", "logits"][:2 if sequential else 1]
+    assert result.fits[0].before > 1e-4 and all(f.after < 1e-6 for f in result.fits) and not result.skipped
+    assert result.waves == (len(result.fits) if sequential else 1)
     probe = RNG.randn(5, 9, 9, 3).astype(np.float32)
     want = run_graph(gd, {"x:0": probe}, ["logits:0"])[0]
     got = run_graph(slim.apply_slim(plan.with_updates(result.updates)), {"x:0": probe}, ["logits:0"])[0]
@@ -230,6 +231,35 @@ def test_reconstruction_skips_what_it_cannot_refit_with_the_reason():
     result = reconstruct(plan, [{"x:0": RNG.randn(8, 8, 8, 3).astype(np.float32)}])
     assert [f.layer for f in result.fits] == ["c2"]
     assert result.skipped == [("explicit", "Conv2D: only Conv2D with SAME or VALID padding is refitted")]
+
+
+def test_depthwise_layers_downstream_are_refitted_per_channel():
+    """c1's channel 3 duplicates channel 0 and feeds only c2's output 0 (a conv that cannot be refitted:
+    explicit padding): pruning it scales that channel, which the depthwise conv after c2 undoes exactly."""
+    w1 = RNG.randn(1, 1, 3, 4)
+    w1[..., 3] = w1[..., 0]
+    w2 = np.zeros((1, 1, 4, 3))
+    w2[0, 0, [0, 1, 2, 3], [0, 1, 2, 0]] = [1.0, 1.0, 1.0, 0.5]
+
+    def fn():
+        x = tf.placeholder(tf.float32, (None, 8, 8, 3), name="x")
+        h = tf.nn.conv2d(x, const(w1), [1, 1, 1, 1], "SAME", name="c1")
+        h = tf.nn.conv2d(h, const(w2), [1, 1, 1, 1], [[0, 0], [0, 0], [0, 0], [0, 0]], name="c2")
+        h = tf.nn.depthwise_conv2d(h, const(RNG.randn(3, 3, 3, 2)), [1, 2, 2, 1], "SAME", name="dw")
+        tf.reduce_mean(tf.nn.relu(h), [1, 2], name="logits")
+    gd = frozen(fn)
+    analysis = tf1prune.analyze(gd, {"x:0": ((1, 8, 8, 3), "float32")}, ["logits"])
+    plan = prune(analysis, "c1", [0, 1, 2])
+    x = RNG.randn(16, 8, 8, 3).astype(np.float32)
+    result = reconstruct(plan, [{"x:0": x}], ridge=0.0, sequential=True)
+    assert result.skipped == [("c2", "Conv2D: only Conv2D with SAME or VALID padding is refitted")]
+    fit = {f.layer: f for f in result.fits}["dw"]
+    assert fit.before > 1e-3 and fit.after < 1e-8
+    probe = RNG.randn(4, 8, 8, 3).astype(np.float32)
+    want = run_graph(gd, {"x:0": probe}, ["logits:0"])[0]
+    got = run_graph(slim.apply_slim(plan.with_updates(result.updates)), {"x:0": probe}, ["logits:0"])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert not reconstruct(plan, [{"x:0": x}], sequential=True, downstream=False).fits   # consumers only
 
 
 def _slim_equals_sparse(plan, specs, outs):
@@ -355,29 +385,44 @@ def test_contribution_criterion_uses_batch_norm_moments():
     assert np.corrcoef(data_free, measured)[0, 1] > 0.95, (data_free, measured)
 
 
+def sampled(gd, shape, node, positions, images, stride):
+    """``(rows, output at the sampled positions, kernel)`` of layer ``node``'s :class:`LayerRows`."""
+    from tf1prune.core.activations import LayerRows
+    analysis = tf1prune.analyze(gd, {"x:0": ((1,) + shape, "float32")}, [node])
+    layer = next(l for l in analysis.layers if l.node == node)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(gd, name="")
+        sampler = LayerRows(analysis, layer, graph, positions=positions)
+    feed = sampler.feed(np.random.RandomState(0), images)
+    with tf.Session(graph=graph) as sess:
+        rows, out = sess.run([sampler.rows, node + ":0"], {"x:0": RNG.randn(images, *shape).astype(np.float32), **feed})
+    corner = next(iter(feed.values()))[::len(sampler._taps)]   # each window's first tap: (image, row, col) padded
+    assert len(rows) == images * positions
+    return rows, out[corner[:, 0], corner[:, 1] // stride, corner[:, 2] // stride], values_of(gd)(layer.kernel)
+
+
 @pytest.mark.parametrize("geometry", [{}, dict(stride=2), dict(stride=2, padding="VALID"), dict(rate=2),
                                       dict(kernel=(3, 2), padding="VALID", rate=2), dict(kernel=(2, 2), stride=2)])
 def test_sampled_windows_times_the_kernel_are_the_convolution(geometry):
     """The windows reconstruction gathers at sampled output positions, times the kernel, equal the
     convolution's output there (strides, dilations, SAME and VALID padding)."""
-    from tf1prune.core.activations import LayerRows
     gd = duplicate_channel_graph(**geometry)
-    analysis = tf1prune.analyze(gd, {"x:0": ((1, 9, 9, 3), "float32")}, ["logits"])
-    layer = next(l for l in analysis.layers if l.node == "c2")
-    kernel = values_of(gd)(layer.kernel)
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.import_graph_def(gd, name="")
-        sampler = LayerRows(analysis, layer, graph, positions=7)
-    x = RNG.randn(3, 9, 9, 3).astype(np.float32)
-    feed = sampler.feed(np.random.RandomState(0), 3)
-    with tf.Session(graph=graph) as sess:
-        rows, conv = sess.run([sampler.rows, "c2:0"], {"x:0": x, **feed})
-    corner = next(iter(feed.values()))[::len(sampler._taps)]   # each window's first tap: (image, row, col) padded
-    stride = geometry.get("stride", 1)
-    want = conv[corner[:, 0], corner[:, 1] // stride, corner[:, 2] // stride]
-    assert len(rows) == 3 * 7
+    rows, want, kernel = sampled(gd, (9, 9, 3), "c2", 7, 3, geometry.get("stride", 1))
     np.testing.assert_allclose(rows @ kernel.reshape(-1, kernel.shape[-1]), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, "SAME"), (2, "SAME"), (2, "VALID")])
+def test_sampled_windows_times_the_kernel_are_the_depthwise_convolution(stride, padding):
+    kernel = RNG.randn(3, 3, 4, 2).astype(np.float32)
+
+    def fn():
+        x = tf.placeholder(tf.float32, (None, 9, 9, 4), name="x")
+        h = tf.nn.conv2d(x, const(RNG.randn(1, 1, 4, 4)), [1, 1, 1, 1], "SAME", name="c0")
+        tf.nn.depthwise_conv2d(h, const(kernel), [1, stride, stride, 1], padding, name="dw")
+    rows, want, _ = sampled(frozen(fn), (9, 9, 4), "dw", 5, 2, stride)     # want: [samples, 4 channels x 2]
+    got = np.einsum("stc,tcm->scm", rows.reshape(len(rows), 9, 4), kernel.reshape(9, 4, 2)).reshape(len(rows), -1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def constant_channel_graph():

@@ -18,7 +18,7 @@ import tensorflow.compat.v1 as tf
 from tf1prune.core import rules
 from tf1prune.core.graph import feed_batches  # noqa: F401  (calibrate.feed_batches: the workflows' name)
 from tf1prune.tfcompat import session_config
-from tf1prune.errors import Tf1PruneError
+from tf1prune.errors import Tf1PruneError, tf_error_line
 from tf1prune.core.names import tensor_name
 from tf1prune.core.rules import batchnorm, build
 
@@ -115,7 +115,7 @@ class Calibrator:
             try:
                 values = self.session.run(fetches, dict(feed, **constants))
             except (tf.errors.OpError, ValueError) as e:
-                raise Tf1PruneError("calibration batch does not run: %s" % str(e).strip().splitlines()[0])
+                raise Tf1PruneError("calibration batch does not run: %s" % tf_error_line(e))
             for i, site in enumerate(self.sites):
                 mean, variance, size = values[3 * i:3 * i + 3]
                 mean, variance = mean.reshape(-1).astype(np.float64), variance.reshape(-1).astype(np.float64)

@@ -34,7 +34,7 @@ from tf1prune.apply import slim
 from tf1prune.core.rules import build
 from tf1prune.core.analysis import analyze
 from tf1prune.core.choice import Choice
-from tf1prune.errors import Tf1PruneError
+from tf1prune.errors import Tf1PruneError, tf_error_line
 from tf1prune.files import atomic_write, read_proto, save_graph_def
 from tf1prune.core.names import node_of
 from tf1prune.progress import Steps
@@ -400,7 +400,7 @@ def _slim_meta_graph(model, plan):
                 saver = tf.train.Saver({model.key(v.op.name): v for v in tf.global_variables()}, name="save_keys")
         except (ValueError, TypeError, tf.errors.OpError) as e:
             raise Tf1PruneError("internal error, slim meta graph rejected by TensorFlow (please report): %s"
-                                % str(e).strip().splitlines()[0])
+                                % tf_error_line(e))
         return tf.train.export_meta_graph(graph=graph, saver_def=saver.as_saver_def() if saver else None)
 
 
@@ -549,7 +549,7 @@ def strip_checkpoint(model, choice, output_dir, output_graph=None, inputs=(), pr
             frozen = freeze(meta, staging, model.output_node_names)
         except (ValueError, tf.errors.OpError) as e:
             raise Tf1PruneError("internal error, slim checkpoint does not restore (please report): %s"
-                                % str(e).strip().splitlines()[0])
+                                % tf_error_line(e))
         if output_graph:   # renamed into place with the checkpoint
             fd, staged_graph = tempfile.mkstemp(prefix=".tf1prune-", dir=os.path.dirname(os.path.abspath(output_graph)))
             os.close(fd)

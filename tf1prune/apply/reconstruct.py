@@ -14,8 +14,10 @@ there is one.  On models small enough, layers are refitted one at a time in topo
 on the pruned model's own inputs with the layers before it refitted (TensorFlow runs only what the
 layer needs), so errors do not compound; on big ones, every layer at once on the original model's
 inputs (kept channels only), in one pass over the batches.
-A depthwise convolution needs no refit (its pruned channels go with it); 3-D and transposed
-convolutions and explicit padding are left as they are, with the reason.
+Refitted layer by layer, the layers after the first refitted one are refitted too (their inputs
+changed even where none of their channels did), depthwise convolutions per channel (each channel's
+taps on its own input channel); 3-D and transposed convolutions and explicit padding are left as
+they are, with the reason.
 
 The results are parameter updates for :meth:`~tf1prune.core.plan.Plan.with_updates`: the sparse and
 slim graphs, the session and checkpoints all get them.
@@ -61,7 +63,9 @@ class _Site:
     def __init__(self, analysis, plan, layer, values, graph, positions):
         self.layer, self.kernel_name = layer, layer.kernel
         self.kernel = np.asarray(values(layer.kernel), np.float64)
-        self.kept = plan.kept_positions(layer.kernel)[layer.in_axis]
+        self.kept = plan.kept_positions(layer.kernel).get(layer.in_axis)
+        if self.kept is None:
+            self.kept = np.ones(self.kernel.shape[layer.in_axis], bool)
         self.sampler = LayerRows(analysis, layer, graph, positions)
         self.rows, self.feed, self.grid = self.sampler.rows, self.sampler.feed, self.sampler.grid
         if self.grid is None:
@@ -115,22 +119,89 @@ class _Site:
         return full.reshape(self.kernel.shape)
 
 
-def _layers(plan, nodes=None):
-    """``(layers to refit, [(layer, why not)])``: the conv and dense layers that lose input channels."""
+class _DepthwiseSite:
+    """A depthwise layer to refit: each channel's ``kh·kw`` taps (and multiplier columns) fitted on its
+    own input channel, at sampled output positions."""
+
+    def __init__(self, analysis, plan, layer, values, graph, positions):
+        self.layer, self.kernel_name = layer, layer.kernel
+        self.kernel = np.asarray(values(layer.kernel), np.float64)          # [kh, kw, C, M]
+        kept = plan.kept_positions(layer.kernel).get(2)
+        self.kept = np.ones(self.kernel.shape[2], bool) if kept is None else kept
+        self.sampler = LayerRows(analysis, layer, graph, positions)
+        self.rows, self.feed = self.sampler.rows, self.sampler.feed
+        taps, channels, mult = self.kernel.shape[0] * self.kernel.shape[1], self.kernel.shape[2], self.kernel.shape[3]
+        self.weights = self.kernel.reshape(taps, channels, mult)
+        self.a = np.zeros((channels, taps + 1, taps + 1))
+        self.b = np.zeros((channels, taps + 1, mult))
+        self.yy, self.samples = np.zeros(channels), 0
+
+    def _split(self, rows):
+        x = np.asarray(rows, np.float32).reshape(len(rows), self.weights.shape[0], self.weights.shape[1])
+        return np.concatenate([x, np.ones((len(x), 1, x.shape[2]), np.float32)], 1)    # [S, taps + 1, C]
+
+    def add(self, original, pruned):
+        y = np.einsum("stc,tcm->scm", np.asarray(original, np.float32).reshape(
+            len(original), *self.weights.shape[:2]), self.weights.astype(np.float32))
+        x = self._split(pruned)
+        self.a += np.einsum("stc,suc->ctu", x, x)
+        self.b += np.einsum("stc,scm->ctm", x, y)
+        self.yy += np.square(y, dtype=np.float64).sum(axis=(0, 2))
+        self.samples += len(y)
+
+    def solve(self, ridge, intercept):
+        taps = self.weights.shape[0]
+        old = np.concatenate([self.weights, np.zeros((1,) + self.weights.shape[1:])], 0).transpose(1, 0, 2)
+        new = old.copy()
+        d = taps + 1 if intercept else taps
+
+        def error(c, m):
+            return float(np.sum(m * (self.a[c] @ m)) - 2 * np.sum(m * self.b[c]) + self.yy[c])
+        before = after = 0.0
+        for c in np.flatnonzero(self.kept):
+            a, b = self.a[c][:d, :d], self.b[c][:d]
+            reg = np.eye(d) * ridge * max(np.trace(a[:taps, :taps]) / taps, 1e-12)
+            reg[taps:, taps:] = 0.0
+            w = np.zeros_like(old[c])
+            w[:d] = np.linalg.solve(a + reg, b)
+            e_old, e_new = error(c, old[c]), error(c, w)
+            before += e_old
+            if e_new < e_old:
+                new[c], e_old = w, e_new
+            after += e_old
+        total = max(float(self.yy[self.kept].sum()), 1e-12)
+        new = new.transpose(1, 0, 2)                 # [taps + 1, C, M]
+        return new[:taps], new[taps].reshape(-1), before / total, after / total
+
+    def kernel_value(self, kept_weights):
+        return kept_weights.reshape(self.kernel.shape)
+
+
+def _layers(plan, nodes=None, downstream=False):
+    """``(layers to refit, [(layer, why not)])``: the conv and dense layers that lose input channels
+    (``downstream``: also those after the first of them, whose inputs the pruning changes)."""
     analysis = plan.analysis
     nodes = nodes if nodes is not None else analysis.view.nodes
-    chosen, skipped = [], []
-    for layer in analysis.layers:
+    order = {name: i for i, name in enumerate(analysis.view.order)}
+    chosen, skipped, first = [], [], None
+    for layer in sorted(analysis.layers, key=lambda layer: order.get(layer.node, 0)):
         if layer.kernel is None or layer.in_axis is None or layer.path:
             continue
         kept = plan.kept_positions(layer.kernel).get(layer.in_axis)
         roles = {s.axis: s.role for s in plan.params.get(layer.kernel, ())}
-        if kept is None or kept.all() or roles.get(layer.in_axis) is not Role.KERNEL_IN:
+        loses = kept is not None and not kept.all() and roles.get(layer.in_axis) is Role.KERNEL_IN
+        if loses and first is None:
+            first = order.get(layer.node, 0)
+        if not loses and not (downstream and first is not None and (
+                layer.kind == "depthwise" or layer.kind in ("conv", "dense") and (kept is None or kept.all()))):
             continue
-        if layer.kind == "conv" and patch_geometry(analysis.view, analysis.view.nodes[layer.node]) is None:
+        if layer.kind == "depthwise" and patch_geometry(analysis.view, analysis.view.nodes[layer.node],
+                                                        depthwise=True) is None:
+            skipped.append((layer.node, "%s: only SAME or VALID padding is refitted" % layer.kind))
+        elif layer.kind == "conv" and patch_geometry(analysis.view, analysis.view.nodes[layer.node]) is None:
             skipped.append((layer.node, "%s: only Conv2D with SAME or VALID padding is refitted"
                             % analysis.view.nodes[layer.node].op))
-        elif layer.kind not in ("conv", "dense"):
+        elif layer.kind not in ("conv", "dense", "depthwise"):
             skipped.append((layer.node, "a %s layer is not refitted" % layer.kind))
         elif input_tensor(analysis, layer) is None or layer.kernel not in nodes:
             skipped.append((layer.node, "its input or kernel is not in the graph"))
@@ -139,9 +210,9 @@ def _layers(plan, nodes=None):
     return chosen, skipped
 
 
-def refittable(plan):
+def refittable(plan, downstream=False):
     """The names of the layers :func:`reconstruct` refits for ``plan``."""
-    return [layer.node for layer in _layers(plan)[0]]
+    return [layer.node for layer in _layers(plan, downstream=downstream)[0]]
 
 
 def auto_sequential(analysis, images, layers, budget=3e12):
@@ -153,7 +224,8 @@ def auto_sequential(analysis, images, layers, budget=3e12):
 
 
 def reconstruct(plan, calibration_data, graph_def=None, values=None, positions=32, samples=16384, ridge=1e-3,
-                sequential=None, recalibrate=None, statistics_images=256, progress=None, seed=0):
+                sequential=None, recalibrate=None, statistics_images=256, progress=None, seed=0,
+                downstream=None):
     """Refit the layers that ``plan`` takes input channels from (see the module docstring); returns a
     :class:`Reconstruction` whose updates include the plan's own and, with ``recalibrate``, every
     BatchNorm's statistics re-estimated for the result (on the first ``statistics_images`` inputs:
@@ -169,7 +241,9 @@ def reconstruct(plan, calibration_data, graph_def=None, values=None, positions=3
     ``sequential``: True refits one layer at a time, in topological order, on the pruned model's own
     inputs (the layers before it already refitted: errors do not compound); False refits all at once
     on the original model's inputs restricted to the kept channels (one pass: for big models); None
-    chooses by cost (:func:`auto_sequential`)."""
+    chooses by cost (:func:`auto_sequential`).  ``downstream`` (layer by layer only): also refit
+    the layers after the first refitted one whose inputs keep all their channels, and depthwise
+    layers; None: when affordable by the same cost rule."""
     import tensorflow.compat.v1 as tf
     analysis = plan.analysis
     graph_def = graph_def or analysis.view.graph_def
@@ -179,9 +253,13 @@ def reconstruct(plan, calibration_data, graph_def=None, values=None, positions=3
     images = sum(len(next(iter(b.values()))) for b in batches)
     order = {name: i for i, name in enumerate(analysis.view.order)}
     chosen, skipped = _layers(plan, nodes)
-    chosen.sort(key=lambda layer: order.get(layer.node, 0))
     if sequential is None:
         sequential = auto_sequential(analysis, images, len(chosen))
+    if sequential and downstream is not False:
+        more = _layers(plan, nodes, downstream=True)[0]
+        if downstream or auto_sequential(analysis, images, len(more)):
+            chosen = more
+    chosen.sort(key=lambda layer: order.get(layer.node, 0))
     positions = max(1, min(positions, -(-samples // max(images, 1))))
     if recalibrate is None:
         recalibrate = not sequential
@@ -195,7 +273,8 @@ def reconstruct(plan, calibration_data, graph_def=None, values=None, positions=3
     with tf.Session(graph=graph, config=calibrate.session_config()) as sess:
         for wave in waves:
             with graph.as_default():
-                sites = [_Site(analysis, plan, chosen[i], values, graph, positions) for i in wave]
+                sites = [(_DepthwiseSite if chosen[i].kind == "depthwise" else _Site)(
+                    analysis, plan, chosen[i], values, graph, positions) for i in wave]
             pruned = {name + ":0": value for name, value in plan.with_updates(updates).sparse_values(values, nodes).items()}
             for feed in batches:
                 batch = len(next(iter(feed.values())))

@@ -78,11 +78,16 @@ def input_specs():
     return parse_input_specs(FLAGS.input_specs)
 
 
-def load_and_analyze(path, excludes=()):
-    """Read graph ``path`` and analyse it with the --input_specs and --output_node_names flags."""
+def load_and_analyze(path, excludes=(), note=True):
+    """Read graph ``path`` and analyse it with the --input_specs and --output_node_names flags
+    (``note``: print where shapes were measured rather than inferred)."""
     from tf1prune.core.analysis import analyze
     from tf1prune.files import load_graph_def
-    return analyze(load_graph_def(path), input_specs(), names(FLAGS.output_node_names), names(excludes))
+    analysis = analyze(load_graph_def(path), input_specs(), names(FLAGS.output_node_names), names(excludes))
+    line = analysis.view.shape_note()
+    if note and line:
+        print(line)
+    return analysis
 
 
 def _parse(argv):

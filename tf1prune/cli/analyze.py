@@ -23,7 +23,7 @@ def main():
     """Analyse --input_graph and print the report."""
     from tf1prune.core import flops
     cli.refuse("output_graph", "spec", "report")
-    analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
+    analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes, note=not FLAGS.json)
     if FLAGS.sparsity_report:
         import gzip
         from tf1prune.apply import finegrained

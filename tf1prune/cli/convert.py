@@ -220,7 +220,7 @@ def _report(analysis, spec, before, measured, directory, refinement):
     """Write the --report folder; ``measured`` receives the slim graph's MACs/params report."""
     from tf1prune.core import flops
     from tf1prune.report import write_report
-    measured.append(flops.count(cli.load_and_analyze(FLAGS.output_graph)))
+    measured.append(flops.count(cli.load_and_analyze(FLAGS.output_graph, note=False)))
     write_report(directory, analysis, spec, before=before, after=measured[0], refinement=refinement,
                  sizes=(os.path.getsize(FLAGS.input_graph), os.path.getsize(FLAGS.output_graph)),
                  title="tf1prune-convert: %s \u2192 %s"
@@ -288,7 +288,7 @@ def main():
         print("left out %d nodes the output nodes do not need (e.g. '%s')" % (len(unneeded), unneeded[0]))
     if getattr(spec, "warning", None):
         print("warning: %s" % spec.warning)
-    after = measured[0] if measured else flops.count(cli.load_and_analyze(FLAGS.output_graph))
+    after = measured[0] if measured else flops.count(cli.load_and_analyze(FLAGS.output_graph, note=False))
     if isinstance(spec, Spec):
         pruned = [g for g in spec.groups if len(g.keep) < g.channels]
         print("pruned groups: %d of %d prunable; channels %d -> %d" % (

@@ -141,7 +141,7 @@ def input_tensor(analysis, layer):
 
 
 class LayerRows:
-    """The rows a conv (``Conv2D``, SAME or VALID) or dense layer multiplies by its flattened kernel,
+    """The rows a conv (``Conv2D`` or depthwise, SAME or VALID) or dense layer multiplies by its kernel,
     built in ``graph`` (the analysed graph imported with no prefix): ``rows`` is a
     ``[samples, kh·kw·channels]`` tensor (the kernel's (kh, kw, channel) order) of the input windows
     at ``positions`` random output positions per image (dense: every input row); pass
@@ -154,8 +154,8 @@ class LayerRows:
         if layer.kind == "dense":
             self.rows, self.grid, self.positions = tf.reshape(x, [-1, kernel[layer.in_axis]]), None, 1
             return
-        (kh, kw), strides, rates, padding, channels_first = patch_geometry(analysis.view,
-                                                                           analysis.view.nodes[layer.node])
+        (kh, kw), strides, rates, padding, channels_first = patch_geometry(
+            analysis.view, analysis.view.nodes[layer.node], layer.kind == "depthwise")
         in_shape = analysis.view.shape(input_tensor(analysis, layer))
         out_shape = analysis.view.shape(layer.node + ":0")
         hw = (2, 3) if channels_first else (1, 2)

@@ -180,7 +180,8 @@ class Analysis:
         report = flops.count(self)
         return {"macs": report.macs, "macs_complete": report.complete, "uncounted": [w for _, w in report.uncounted],
                 "params": report.params, "groups": [g.to_dict() for g in self.groups],
-                "blocks": [b.to_dict() for b in self.blocks]}
+                "blocks": [b.to_dict() for b in self.blocks], "measured_shapes": len(self.view.measured),
+                "shape_note": self.view.shape_note() or ""}
 
 
 def _joined_spaces(spaces, roots):

@@ -1,7 +1,9 @@
 """Read-only view of a GraphDef: nodes, consumers, static shapes and constants.
 
 Static shapes come from TensorFlow's own shape inference: the GraphDef is imported into a fresh
-``tf.Graph`` with the placeholders set to the input specs.  What an op *is* (an input, a read, a
+``tf.Graph`` with the placeholders set to the input specs.  Where that inference stops (loops,
+``TensorArray``s, ``map_fn``, shapes computed at run time), the shapes are taken from one run of the
+graph on inputs of the spec (:attr:`GraphView.measured`); the graph itself is not changed.  What an op *is* (an input, a read, a
 call of library functions) is asked of :mod:`tf1prune.core.rules`.
 """
 import collections
@@ -12,7 +14,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.python.framework import function_def_to_graph
 
 from tf1prune.core import rules
-from tf1prune.errors import Tf1PruneError
+from tf1prune.errors import Tf1PruneError, tf_error_line
 from tf1prune.core.names import node_of, output_index, tensor_name
 
 FunctionBody = collections.namedtuple("FunctionBody", "view inputs outputs output_shapes")
@@ -22,14 +24,14 @@ FOLD_LIMIT = 64   # constant folding (get_static_value) only for small integer t
 def parse_input_specs(text):
     """``'x:0=1,64,64,3;y:0=1,10'`` -> ``{'x:0': ((1, 64, 64, 3), 'float32')}``.
 
-    A dtype may follow the shape: ``x:0=1,8:int32``.
+    A dtype may follow the shape: ``x:0=1,8:int32``; without one, the placeholder's own dtype.
     """
     specs = {}
     for item in filter(None, (s.strip() for s in (text or "").split(";"))):
         if "=" not in item:
             raise Tf1PruneError("bad input spec %r: expected name=d0,d1,..." % item)
         name, shape_text = (s.strip() for s in item.split("=", 1))
-        dtype = "float32"
+        dtype = None
         if ":" in shape_text:
             shape_text, dtype = shape_text.rsplit(":", 1)
         try:
@@ -39,7 +41,7 @@ def parse_input_specs(text):
             raise Tf1PruneError("bad input spec %r: dimensions must be integers" % item)
         _check_dims(item, shape)
         try:
-            tf.as_dtype(dtype)
+            tf.as_dtype(dtype or "float32")
         except TypeError:
             raise Tf1PruneError("bad input spec %r: unknown dtype %r" % (item, dtype))
         specs[tensor_name(name)] = (shape, dtype)
@@ -55,7 +57,8 @@ def _check_dims(what, shape):
 
 
 def normalize_input_specs(input_specs):
-    """Accept ``{name: tf.TensorSpec | (shape, dtype) | shape}``; dimensions of -1 are unknown."""
+    """Accept ``{name: tf.TensorSpec | (shape, dtype) | shape}``; dimensions of -1 are unknown; a
+    dtype of None (or no dtype) is the placeholder's own (:func:`with_placeholder_dtypes`)."""
     out = {}
     if input_specs is not None and not isinstance(input_specs, dict):
         raise Tf1PruneError("input specs must be a dict of input name -> shape, got %r" % (input_specs,))
@@ -65,13 +68,28 @@ def normalize_input_specs(input_specs):
                 shape, dtype = tuple(spec.shape.as_list()), tf.as_dtype(spec.dtype).name
             elif isinstance(spec, tuple) and len(spec) == 2 and not isinstance(spec[1], int) and spec[1] is not None:
                 shape, dtype = tuple(spec[0]), tf.as_dtype(spec[1]).name
+            elif isinstance(spec, tuple) and len(spec) == 2 and spec[1] is None and not isinstance(spec[0], int):
+                shape, dtype = tuple(spec[0]), None
             else:
-                shape, dtype = tuple(spec), "float32"
+                shape, dtype = tuple(spec), None
         except (TypeError, ValueError) as e:
             raise Tf1PruneError("bad input spec for %r: %s" % (name, e))
         shape = tuple(None if d is not None and not isinstance(d, bool) and d == -1 else d for d in shape)
         _check_dims("%s=%s" % (name, list(shape)), shape)
         out[tensor_name(name)] = (shape, dtype)
+    return out
+
+
+def with_placeholder_dtypes(input_specs, graph_def):
+    """``input_specs`` with each missing dtype set to its placeholder's dtype (float32 if unknown)."""
+    nodes = {n.name: n for n in graph_def.node}
+    out = {}
+    for name, (shape, dtype) in input_specs.items():
+        node = nodes.get(node_of(name))
+        if dtype is None:
+            dtype = tf.as_dtype(node.attr["dtype"].type).name if node is not None and "dtype" in node.attr \
+                and node.attr["dtype"].type else "float32"
+        out[name] = (shape, dtype)
     return out
 
 
@@ -84,7 +102,8 @@ class GraphView:
         view.shape('conv/Conv2D:0')  # [1, 26, 26, 16]
     """
 
-    def __init__(self, graph_def, input_specs=None, output_node_names=(), batch_size=1, check_inputs=True):
+    def __init__(self, graph_def, input_specs=None, output_node_names=(), batch_size=1, check_inputs=True,
+                 measure=True):
         self.graph_def = graph_def
         self._functions = {f.signature.name: f for f in graph_def.library.function}
         self._bodies = {}
@@ -93,7 +112,7 @@ class GraphView:
         for name in self.output_node_names:
             if node_of(name) not in self.nodes:
                 raise Tf1PruneError("output node %r is not in the graph" % name)
-        self.input_specs = normalize_input_specs(input_specs)
+        self.input_specs = with_placeholder_dtypes(normalize_input_specs(input_specs), graph_def)
         for name in self.input_specs:
             node = self.nodes.get(node_of(name))
             if node is None:
@@ -110,6 +129,9 @@ class GraphView:
         self._check_inputs = check_inputs
         self.order = self._topological_order()
         self.tf_graph = self._import(batch_size)
+        self.measured, self.measure_error = {}, None
+        if measure:
+            self._measure_unknown_shapes(batch_size)
         for name in self.output_node_names:
             if ":" in name and not name.split(":", 1)[1].isdigit():
                 raise Tf1PruneError("output %r: expected a node name or node:index" % name)
@@ -163,6 +185,69 @@ class GraphView:
                 raise Tf1PruneError("TensorFlow cannot import the graph: %s" % first)
             if not self._fill_call_shapes(graph_def, graph):
                 return graph
+
+    def _unfetchable(self):
+        """Reachable nodes inside TF1 while-loop frames (Enter ... Exit) or cond branches (Switch ...
+        Merge): their tensors run per iteration or may be dead, so they cannot be fetched."""
+        depth = {}
+        for name in self.order:
+            node = self.nodes[name]
+            ins = [depth.get(node_of(r), (0, 0)) for r in node.input if not r.startswith("^")]
+            frame, branch = max([d[0] for d in ins] or [0]), max([d[1] for d in ins] or [0])
+            if rules.has_tag(node.op, "frame_enter"):
+                frame += 1
+            elif rules.has_tag(node.op, "frame_exit"):
+                frame, branch = max(frame - 1, 0), 0
+            elif rules.has_tag(node.op, "branch_enter"):
+                branch += 1
+            elif rules.has_tag(node.op, "branch_exit"):
+                branch = max(branch - 1, 0)
+            depth[name] = (frame, branch)
+        return {name for name, d in depth.items() if any(d)}
+
+    def _measure_unknown_shapes(self, batch_size):
+        """Shapes TensorFlow's inference leaves unknown, from one run on inputs of the spec:
+        ``self.measured`` maps tensor -> shape; ``self.measure_error`` says why a run failed."""
+        skip = self._unfetchable()
+        unknown = []
+        for name in self.order:
+            if name in skip or rules.is_param_source(self.nodes[name].op) and not rules.is_const(self.nodes[name].op):
+                continue
+            for t in self.tf_graph.get_operation_by_name(name).outputs:
+                if t.dtype.base_dtype in (tf.resource, tf.variant) or t.shape.is_fully_defined():
+                    continue
+                unknown.append(t)
+        if not unknown:
+            return
+        feeds = {}
+        for node in self.graph_def.node:
+            name = node.name + ":0"
+            if not rules.has_tag(node.op, "placeholder") or node.name not in self.reachable:
+                continue
+            t = self.tf_graph.get_tensor_by_name(name)
+            shape = t.shape.as_list() if t.shape.dims is not None else None
+            if shape is None or any(d is None for d in shape):
+                self.measure_error = "input %r has no full shape in the input specs" % name
+                return
+            feeds[t] = example_input(shape, t.dtype)
+        try:
+            with tf.Session(graph=self.tf_graph, config=_session_config()) as sess:
+                values = sess.run(unknown, feeds)
+        except (tf.errors.OpError, ValueError, TypeError) as e:
+            self.measure_error = "running the graph on inputs of the spec failed: %s" % tf_error_line(e)[:300]
+            return
+        self.measured = {t.name: list(np.shape(v)) for t, v in zip(unknown, values)}
+
+    def shape_note(self):
+        """One line on shapes taken from a run (or why none could be), else None."""
+        if self.measured:
+            first = next(iter(self.measured))
+            return ("shapes: %d tensor(s) measured in one run on inputs of the input specs, where TensorFlow's "
+                    "static shape inference stops (from %r); the written graph keeps its own input shapes"
+                    % (len(self.measured), first))
+        if self.measure_error:
+            return "shapes: some are not static and could not be measured: %s" % self.measure_error
+        return None
 
     def _fill_call_shapes(self, graph_def, graph):
         """Output shapes of If/PartitionedCall ops from their bodies, and of While loops from the
@@ -230,7 +315,7 @@ class GraphView:
                     node.attr["shape"].shape.CopyFrom(tf.TensorShape(args[node.name]).as_proto())
             inputs = [names[arg.name] for arg in fdef.signature.input_arg]
             outputs = [names[fdef.ret[arg.name]] for arg in fdef.signature.output_arg]
-            view = GraphView(graph_def, None, [node_of(o) for o in outputs], check_inputs=False)
+            view = GraphView(graph_def, None, [node_of(o) for o in outputs], check_inputs=False, measure=False)
             self._bodies[key] = FunctionBody(view, inputs, outputs, [view.shape(o) for o in outputs])
         return self._bodies[key]
 
@@ -269,6 +354,8 @@ class GraphView:
             shape = tf.TensorShape(node.attr["shape"].shape)
         else:
             shape = self.tf_graph.get_tensor_by_name(tensor_name(tensor)).shape
+            if not shape.is_fully_defined() and tensor_name(tensor) in self.measured:
+                return list(self.measured[tensor_name(tensor)])
         return None if shape.dims is None else shape.as_list()
 
     def dtype(self, tensor):
@@ -354,6 +441,25 @@ class GraphView:
         """Channel axis for ops with a ``data_format`` attribute."""
         fmt = self.attr(name, "data_format", "NHWC") or "NHWC"
         return 1 if fmt.startswith("NC") else rank - 1
+
+
+def example_input(shape, dtype, rng=None):
+    """An input of ``shape`` and ``dtype`` for running a graph: random in the dtype's usual range
+    (floats standard normal, uint8 0..255), zeros for other integers and booleans (safe as indices)."""
+    dtype = tf.as_dtype(dtype)
+    rng = rng if rng is not None else np.random.RandomState(0)
+    if dtype.is_floating:
+        return rng.standard_normal(shape).astype(dtype.as_numpy_dtype)
+    if dtype.base_dtype == tf.uint8:
+        return rng.randint(0, 256, shape).astype(np.uint8)
+    if dtype.base_dtype == tf.string:
+        return np.full(shape, b"", object)
+    return np.zeros(shape, dtype.as_numpy_dtype)
+
+
+def _session_config():
+    from tf1prune.tfcompat import session_config
+    return session_config()
 
 
 def feed_batches(calibration_data):

@@ -13,8 +13,8 @@ import tensorflow.compat.v1 as tf
 
 from tf1prune import progress as progress_lib
 from tf1prune.core import rules
-from tf1prune.errors import Tf1PruneError
-from tf1prune.core.graph import normalize_input_specs
+from tf1prune.errors import Tf1PruneError, tf_error_line
+from tf1prune.core.graph import example_input, normalize_input_specs, with_placeholder_dtypes
 from tf1prune.core.names import node_of, tensor_name
 
 Stats = collections.namedtuple("Stats", "median p10 p90 runs")
@@ -38,7 +38,7 @@ def input_shapes(graph_def, input_specs=None, batch=1, output_node_names=None):
     """``{tensor: (shape, dtype)}`` of the graph's inputs: ``input_specs`` (any form
     :func:`tf1prune.analyze` takes) or the placeholders' own shapes, the first dimension set to
     ``batch``.  With ``output_node_names``, only the placeholders the outputs depend on."""
-    specs = normalize_input_specs(input_specs)
+    specs = with_placeholder_dtypes(normalize_input_specs(input_specs), graph_def)
     nodes = {n.name: n for n in graph_def.node}
     for name in specs:
         if node_of(name) not in nodes:
@@ -63,16 +63,9 @@ def input_shapes(graph_def, input_specs=None, batch=1, output_node_names=None):
 
 
 def random_feeds(shapes, seed=0):
-    """Random inputs of ``shapes``: normal floats, zero integers, False booleans."""
+    """Random inputs of ``shapes`` (:func:`~tf1prune.core.graph.example_input`)."""
     rng = np.random.RandomState(seed)
-    feeds = {}
-    for name, (shape, dtype) in shapes.items():
-        dtype = tf.as_dtype(dtype)
-        if dtype.is_floating:
-            feeds[name] = rng.standard_normal(shape).astype(dtype.as_numpy_dtype)
-        else:
-            feeds[name] = np.zeros(shape, dtype.as_numpy_dtype)
-    return feeds
+    return {name: example_input(shape, dtype, rng) for name, (shape, dtype) in shapes.items()}
 
 
 class _Runner:
@@ -140,7 +133,7 @@ def measure(graph_defs, output_node_names, input_specs=None, batch=1, threads=0,
                 times[j].append(1000 * runners[j]())
             steps.tick()
     except tf.errors.OpError as e:
-        raise Tf1PruneError("running the graph failed: %s" % str(e).strip().splitlines()[0])
+        raise Tf1PruneError("running the graph failed: %s" % tf_error_line(e))
     finally:
         for r in runners:
             r.sess.close()

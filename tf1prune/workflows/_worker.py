@@ -57,7 +57,8 @@ def evaluate_on(graph_def, nodes, eval_fn, patches):
             for name, data in saved.items():
                 build.restore_const(nodes[name], data)
     except Exception as e:  # the user's eval_fn may raise anything: record it, go on
-        return None, "%s: %s" % (type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "")
+        from tf1prune.errors import tf_error_line
+        return None, "%s: %s" % (type(e).__name__, tf_error_line(e) if str(e).strip() else "")
 
 
 class Scores(float):

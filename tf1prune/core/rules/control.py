@@ -60,6 +60,8 @@ def _loop(ctx, node):
 
 
 register("Switch", _switch, zero=keeps_zero)
+register("Enter RefEnter", tags="frame_enter")     # TF1 while loops: tensors between these run per iteration
+register("Exit RefExit", tags="frame_exit")
 register("Merge", elementwise, zero=keeps_zero)
 register("If StatelessIf", _call, call=CallSpec(("then_branch", "else_branch"), 1, False))
 register("PartitionedCall StatefulPartitionedCall", _call, call=CallSpec(("f",), 0, False))

@@ -11,11 +11,11 @@ from tf1prune.core.names import static_size
 from tf1prune.core.rules.base import Dim, LayerSpec, Role, keeps_zero, register
 
 
-def patch_geometry(view, node):
-    """How a 2-D convolution reads its input, for extracting its input patches: ``(kernel height,
-    width), (strides), (dilations), padding ('SAME' or 'VALID'), channels first?``; None for other
-    ops (depthwise, 3-D, transposed) and explicit padding."""
-    if node.op != "Conv2D" or view.attr(node.name, "padding", "") not in ("SAME", "VALID"):
+def patch_geometry(view, node, depthwise=False):
+    """How a 2-D convolution (``depthwise``: a depthwise one) reads its input, for extracting its
+    input patches: ``(kernel height, width), (strides), (dilations), padding ('SAME' or 'VALID'),
+    channels first?``; None for other ops (3-D, transposed...) and explicit padding."""
+    if node.op != ("DepthwiseConv2dNative" if depthwise else "Conv2D") or view.attr(node.name, "padding", "") not in ("SAME", "VALID"):
         return None
     fmt = view.attr(node.name, "data_format", "NHWC") or "NHWC"
     hw = (2, 3) if fmt == "NCHW" else (1, 2)
