@@ -391,3 +391,39 @@ def test_convert_without_data_refines_as_told(models, tmp_path, capsys, name, mo
     x = np.random.RandomState(1).rand(4, 28, 28, 1).astype(np.float32)
     slim_out, sparse_out = (outputs_of(load_graph_def(p), x, out) for p in (slim_pb, sparse_pb))
     np.testing.assert_allclose(slim_out, sparse_out, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(OUT))
+def test_convert_tflite_hands_off_a_matching_model(models, tmp_path, name):
+    out, lite = str(tmp_path / "slim.pb"), str(tmp_path / "slim.tflite")
+    text = ok("convert", "--input_graph", models[name], "--output_graph", out, "--output_node_names", OUT[name],
+              "--sparsity", "0.5", "--channel_divisible", "1", "--tflite", lite)
+    assert re.search(r"tflite: +%s \(\d+ bytes\)" % re.escape(lite), text), text
+    diff = float(re.search(r"TFLite vs TensorFlow on random inputs: max \|difference\| (\S+)", text).group(1))
+    assert diff < 1e-3, text
+    interpreter = tf.lite.Interpreter(model_path=lite)
+    interpreter.allocate_tensors()
+    x = np.random.RandomState(5).rand(1, 28, 28, 1).astype(np.float32)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, outputs_of(load_graph_def(out), x, OUT[name]), rtol=1e-3, atol=1e-3)
+
+
+def test_convert_tflite_names_the_op_it_cannot_take_and_keeps_the_pb(tmp_path):
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, 8, 8, 3], name="x")
+        y = tf.nn.conv2d(x, tf.constant(np.ones((3, 3, 3, 4), np.float32)), [1, 1, 1, 1], "SAME", name="c1")
+        y = tf.nn.conv2d(tf.nn.relu(y), tf.constant(np.ones((1, 1, 4, 4), np.float32)), [1, 1, 1, 1], "SAME")
+        tf.reduce_mean(tf.math.bessel_i0e(y, name="odd"), [1, 2], name="logits")
+    src, out, lite = (str(tmp_path / f) for f in ("m.pb", "slim.pb", "m.tflite"))
+    save_graph_def(graph.as_graph_def(), src)
+    code, text, err = run_tool("convert", "--input_graph", src, "--output_graph", out, "--output_node_names",
+                               "logits", "--input_specs", "x:0=1,8,8,3", "--ratio", "0.5", "--tflite", lite)
+    assert code == 2 and len(err) == 1, (code, text, err)
+    assert err[0].startswith("error: TFLite cannot convert the graph: op BesselI0e (node 'odd/BesselI0e')"), err
+    assert "MACs reduction" in text and os.path.exists(out) and not os.path.exists(lite)
+    code, _, err = run_tool("convert", "--input_graph", src, "--output_graph", out, "--output_node_names", "logits",
+                            "--ratio", "0.5", "--tflite_select_ops")
+    assert code == 2 and err == ["error: --tflite_select_ops applies to --tflite"], err

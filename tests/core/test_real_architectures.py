@@ -15,6 +15,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 import tf_keras as keras
 
+import tf1prune
+
 from helpers import check_slim_equals_sparse, freeze, randomize_bn_and_biases
 
 pytestmark = pytest.mark.slow   # the full suite only (the fast tier: -m "not slow")
@@ -127,3 +129,16 @@ def test_real_architecture(name):
     for reason, count in collections.Counter(r for _, r in unprunable).most_common():
         print("  unprunable x%d: %s" % (count, reason))
     assert share >= MODELS[name][2], unprunable
+
+
+@pytest.mark.parametrize("name", ["keras_mobilenet_v2", "slim_resnet_v1_50"])
+def test_real_architecture_slim_graph_converts_to_tflite(name):
+    """TensorFlow's TF1 TFLite converter takes the slim graph, and TFLite computes what TensorFlow does."""
+    from tf1prune.apply import slim
+    from tf1prune.apply.tflite import to_tflite
+    graph_def, specs, output = frozen_model(name)
+    analysis = tf1prune.analyze(graph_def, specs, [output])
+    slim_gd = slim.apply_slim(analysis.plan(tf1prune.make_spec(analysis, sparsity=0.5)))
+    result = to_tflite(slim_gd, specs, [output])
+    assert result.model[4:8] == b"TFL3" and set(result.outputs) == {output}
+    assert result.max_diff is not None and result.max_diff < 1e-3, result.outputs

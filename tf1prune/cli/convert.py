@@ -4,6 +4,7 @@ Example::
 
     tf1prune-convert --input_graph model.pb --output_graph slim.pb \\
         --output_node_names logits/BiasAdd --sparsity 0.5 [--sparse_graph sparse.pb] [--output_spec spec.json] \\
+        [--tflite slim.tflite] \\
         [--report report/]
 """
 import functools
@@ -48,6 +49,11 @@ flags.DEFINE_string("m_by_n", None, "Fine-grained N:M sparsity, e.g. 2:4: keep N
 flags.DEFINE_string("block", None, "With --weight_sparsity: prune whole blocks of the kernels' last two axes, "
                     "e.g. 1x4.")
 flags.DEFINE_enum("block_pooling", "AVG", ["AVG", "MAX"], "How a block's magnitude is pooled.")
+flags.DEFINE_string("tflite", None, "Also convert the slim graph to this .tflite file with TensorFlow's TF1 "
+                    "converter (inputs fixed to --input_specs, else the placeholders' shapes with batch 1) and "
+                    "check its outputs against TensorFlow's on random inputs.")
+flags.DEFINE_bool("tflite_select_ops", False, "With --tflite: allow TensorFlow ops TFLite has no builtin for "
+                  "(the model then needs the Flex delegate).")
 flags.DEFINE_bool("best_effort", False, "Write the closest graph when the target cannot be met (with a warning), "
                   "and an unpruned graph when nothing is prunable.")
 
@@ -111,7 +117,9 @@ def _check_args():
     if FLAGS.no_reconstruct and not FLAGS.calibration_data and FLAGS.data_free != "synthesize":
         raise Tf1PruneError("--no_reconstruct applies to --calibration_data or --data_free synthesize")
     seen = {os.path.realpath(p): n for n, p in (("input_graph", FLAGS.input_graph), ("spec", FLAGS.spec)) if p}
-    for name in ("output_graph", "sparse_graph", "output_spec"):
+    if FLAGS.tflite_select_ops and not FLAGS.tflite:
+        raise Tf1PruneError("--tflite_select_ops applies to --tflite")
+    for name in ("output_graph", "sparse_graph", "output_spec", "tflite"):
         path = FLAGS[name].value
         if not path:
             continue
@@ -120,7 +128,8 @@ def _check_args():
         other = seen.setdefault(os.path.realpath(path), name)
         if other != name:
             raise Tf1PruneError("--%s is the same file as --%s: %s" % (name, other, path))
-    cli.report_dir(FLAGS.input_graph, FLAGS.spec, FLAGS.output_graph, FLAGS.sparse_graph, FLAGS.output_spec)
+    cli.report_dir(FLAGS.input_graph, FLAGS.spec, FLAGS.output_graph, FLAGS.sparse_graph, FLAGS.output_spec,
+                   FLAGS.tflite)
 
 
 def _calibration_batches(analysis):
@@ -305,6 +314,25 @@ def main():
         print(finegrained.report_table(report))
         print("(TensorFlow's CPU kernels do not run faster on unstructured zeros: the gain is the compressed "
               "size; see tf1prune-analyze --sparsity_report)")
+    if FLAGS.tflite:   # last: a graph TFLite cannot take is an error, with the .pb already written
+        _tflite(slim_gd, analysis)
+
+
+def _tflite(slim_gd, analysis):
+    """Write --tflite from the slim graph and print how far TFLite's outputs are from TensorFlow's."""
+    from tf1prune.apply.tflite import to_tflite
+    from tf1prune.files import atomic_write
+    result = to_tflite(slim_gd, analysis.view.input_specs, analysis.view.output_node_names, FLAGS.tflite_select_ops)
+    try:
+        atomic_write(FLAGS.tflite, result.model)
+    except OSError as e:
+        raise Tf1PruneError("cannot write TFLite model %r: %s" % (FLAGS.tflite, e.strerror or e))
+    print("%-13s %s (%d bytes)" % ("tflite:", FLAGS.tflite, len(result.model)))
+    if result.max_diff is None:
+        print("TFLite vs TensorFlow: not checked (no TFLite interpreter installed)")
+    else:
+        print("TFLite vs TensorFlow on random inputs: max |difference| %.3g%s" % (result.max_diff, "" if len(
+            result.outputs) < 2 else " (%s)" % ", ".join("%s %.3g" % kv for kv in result.outputs.items())))
 
 
 def run():

@@ -37,7 +37,7 @@ def _reachable(graph_def, output_node_names):
 def input_shapes(graph_def, input_specs=None, batch=1, output_node_names=None):
     """``{tensor: (shape, dtype)}`` of the graph's inputs: ``input_specs`` (any form
     :func:`tf1prune.analyze` takes) or the placeholders' own shapes, the first dimension set to
-    ``batch``.  With ``output_node_names``, only the placeholders the outputs depend on."""
+    ``batch`` (None: the spec's, else 1).  With ``output_node_names``, only the placeholders the outputs depend on."""
     specs = with_placeholder_dtypes(normalize_input_specs(input_specs), graph_def)
     nodes = {n.name: n for n in graph_def.node}
     for name in specs:
@@ -54,7 +54,7 @@ def input_shapes(graph_def, input_specs=None, batch=1, output_node_names=None):
     for name, (shape, dtype) in specs.items():
         shape = tuple(shape)
         if shape:
-            shape = (batch,) + shape[1:]
+            shape = (batch if batch is not None else shape[0] or 1,) + shape[1:]
         if any(d is None for d in shape):
             raise Tf1PruneError("input %r has an unknown dimension %s: give its shape in the input specs"
                                 % (name, list(shape)))
