@@ -178,7 +178,27 @@ def add_layer(x, spec, i):
             return tf.nn.depth_to_space(y, 2)
         if kind == "s2d":
             return tf.nn.space_to_depth(x, 2)
+        if kind == "attention":
+            return self_attention(x, spec)
     raise ValueError(kind)
+
+
+def self_attention(x, spec):
+    """Multi-head self-attention over the spatial positions (1x1 conv Q/K/V, heads x d channels),
+    a 1x1 conv back to the input width, optionally added to the input.  ``spec["target"]``: the
+    head reshape's target as a constant or stacked from the batch read at run time."""
+    heads, d = spec["heads"], spec["d"]
+    h, w, c = x.shape.as_list()[1:]
+
+    def split(t):
+        batch = -1 if spec["target"] == "const" else tf.shape(t)[0]
+        shape = [-1, h * w, heads, d] if spec["target"] == "const" else tf.stack([batch, h * w, heads, d])
+        return tf.transpose(tf.reshape(t, shape), [0, 2, 1, 3])
+    q, k, v = (split(conv(x, heads * d, name=n)) for n in ("query", "key", "value"))
+    probs = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / float(np.sqrt(d)))
+    context = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]), [-1, h, w, heads * d])
+    out = conv(context, c, name="output")
+    return x + out if spec["residual"] else out
 
 
 def build(arch):
@@ -205,7 +225,7 @@ def build(arch):
 
 
 def has_hidden_layer(arch):
-    return bool(arch["hidden"]) or any(s["kind"] in ("conv", "residual", "concat", "split", "se", "d2s")
+    return bool(arch["hidden"]) or any(s["kind"] in ("conv", "residual", "concat", "split", "se", "d2s", "attention")
                                        or s.get("mode") == "transposed" for s in arch["layers"])
 
 
@@ -232,6 +252,8 @@ def architectures(draw):
             kinds += ["up", "d2s"]
         if h % 2 == 0 and w % 2 == 0 and h >= 4 and c <= 6:
             kinds.append("s2d")
+        if h * w <= 256:
+            kinds.append("attention")
         kind = draw(st.sampled_from(kinds))
         norm = draw(st.sampled_from(NORMS))
         activation = draw(st.sampled_from(ACTS))
@@ -288,6 +310,9 @@ def architectures(draw):
             h, w, c = 2 * h, 2 * w, spec["out"]
         elif kind == "s2d":
             h, w, c = h // 2, w // 2, 4 * c
+        elif kind == "attention":
+            spec.update(heads=draw(st.integers(1, 4)), d=draw(st.integers(1, 4)), residual=draw(st.booleans()),
+                        target=draw(st.sampled_from(["const", "stacked"])))
         layers.append(spec)
     return {"size": size, "in_ch": in_ch, "layers": layers, "head": draw(st.sampled_from(HEADS)),
             "hidden": draw(st.one_of(st.none(), WIDTH)), "hidden_act": draw(st.sampled_from(ACTS)),

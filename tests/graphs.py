@@ -146,3 +146,61 @@ def detection_graph(control_flow_v2=True, seed=0, size=48, anchors=3, classes=4,
 
 
 DETECTION_OUTPUTS = ["detection_boxes", "detection_scores", "num_detections", "raw_boxes", "raw_scores"]
+
+
+def encoder_graph(style="rank3", seed=0, seq=6, hidden=16, heads=4, ffn=24, layers=2, classes=3, fused_qkv=False):
+    """A BERT-style encoder (frozen): per layer dense Q/K/V, reshape to heads, transpose, scaled
+    batch matmul, attention mask, softmax, batch matmul with V, transpose back, output dense,
+    residual + LayerNorm, erf-GELU FFN, residual + LayerNorm; a [CLS] pooler and ``logits``.
+    ``style="rank3"``: the dense layers run on ``[B, T, H]`` (``tf.tensordot``-free: MatMul on a
+    reshape to ``[B*T, H]`` and back); ``"matrix"``: google-research/bert's ``modeling.py`` way,
+    the hidden states kept as a ``[B*T, H]`` matrix, reshaped to ``[B, T, heads, d]`` only for
+    the attention.  ``fused_qkv``: one dense layer of 3 x hidden units split into Q, K and V.
+    Inputs ``x`` ``[B, T, hidden]`` float and ``mask`` ``[B, T]`` float."""
+    import numpy as np
+    rng = np.random.RandomState(seed)
+    d = hidden // heads
+
+    def const(*shape, scale=None):
+        return tf.constant((rng.randn(*shape) * (scale or 1.0 / np.sqrt(shape[0]))).astype(np.float32))
+
+    def dense(x, units, name):
+        w, b = const(int(x.shape[-1]), units), const(units, scale=0.1)
+        if style == "rank3":
+            flat = tf.reshape(x, [-1, int(x.shape[-1])])
+            y = tf.nn.bias_add(tf.matmul(flat, w, name=name), b)
+            return tf.reshape(y, [-1, seq, units])
+        return tf.nn.bias_add(tf.matmul(x, w, name=name), b)
+
+    def layer_norm(x, name):
+        mean, var = tf.nn.moments(x, [-1], keep_dims=True)
+        return (x - mean) * tf.rsqrt(var + 1e-6) * const(hidden, scale=0.1) + 1.0 + const(hidden, scale=0.1)
+
+    def split_heads(x):
+        return tf.transpose(tf.reshape(x, [-1, seq, heads, d]), [0, 2, 1, 3])
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, seq, hidden], name="x")
+        mask = tf.placeholder(tf.float32, [None, seq], name="mask")
+        adder = (1.0 - tf.expand_dims(tf.expand_dims(mask, 1), 1)) * -10000.0      # [B, 1, 1, T]
+        h = x if style == "rank3" else tf.reshape(x, [-1, hidden])
+        for i in range(layers):
+            if fused_qkv:
+                q, k, v = (split_heads(t) for t in tf.split(dense(h, 3 * hidden, "layer%d/qkv" % i), 3, axis=-1))
+            else:
+                q, k, v = (split_heads(dense(h, hidden, "layer%d/%s" % (i, n))) for n in ("query", "key", "value"))
+            scores = tf.matmul(q, k, transpose_b=True) * (1.0 / np.sqrt(d)) + adder
+            context = tf.transpose(tf.matmul(tf.nn.softmax(scores), v), [0, 2, 1, 3])
+            context = tf.reshape(context, [-1, seq, hidden] if style == "rank3" else [-1, hidden])
+            h = layer_norm(h + dense(context, hidden, "layer%d/attention_output" % i), "ln1")
+            inner = dense(h, ffn, "layer%d/intermediate" % i)
+            inner = inner * 0.5 * (1.0 + tf.math.erf(inner / np.sqrt(2.0)))
+            h = layer_norm(h + dense(inner, hidden, "layer%d/output" % i), "ln2")
+        first = h[:, 0] if style == "rank3" else tf.reshape(h, [-1, seq, hidden])[:, 0]
+        pooled = tf.tanh(tf.nn.bias_add(tf.matmul(first, const(hidden, hidden), name="pooler"), const(hidden)))
+        tf.identity(tf.matmul(pooled, const(hidden, classes)), name="logits")
+    return graph.as_graph_def()
+
+
+ENCODER_SPECS = {"x:0": ((1, 6, 16), "float32"), "mask:0": ((1, 6), "float32")}

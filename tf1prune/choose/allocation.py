@@ -59,8 +59,14 @@ def rank_units(analysis, scores, pruned=None):
     return Ranking(order, minimum)
 
 
+def unit_step(group, divisible):
+    """The step in units that keeps ``group``'s channel counts multiples of ``divisible``: a unit of
+    several channels (an attention head of 64) needs fewer units per step (1, not 8)."""
+    return divisible // math.gcd(int(divisible), int(group.width)) if divisible > 1 else 1
+
+
 def counts_for_ratio(analysis, ratio, divisible):
-    return {g.id: keep_count(g.channels, ratio, divisible) for g in analysis.groups if g.prunable}
+    return {g.id: keep_count(g.channels, ratio, unit_step(g, divisible)) for g in analysis.groups if g.prunable}
 
 
 TOLERANCE = 0.005   # a MACs target is met within half a point
@@ -119,6 +125,7 @@ def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=N
     """
     macs = costs.make(cost, analysis, order)
     channels = {g.id: g.channels for g in analysis.groups if g.prunable}
+    step = {g.id: unit_step(g, divisible) for g in analysis.groups if g.prunable}
     cap = {gid: min(channels[gid], (cap or {}).get(gid, channels[gid])) for gid in channels}
     low = {gid: min(cap[gid], max(order.minimum[gid], (floor or {}).get(gid, 1))) for gid in channels}
     counts_at = counts_at or (lambda t: counts_for_ratio(analysis, t, divisible))
@@ -137,9 +144,9 @@ def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=N
     for _ in range(4 * len(best) + 10 if refine or best_err > TOLERANCE * full else 0):
         moves = []
         for gid, k in best.items():
-            for new in (k - divisible, k + divisible, cap[gid]):
+            for new in (k - step[gid], k + step[gid], cap[gid]):
                 new = min(cap[gid], new)
-                if new >= max(min(divisible, channels[gid]), low[gid]) and new != k:
+                if new >= max(min(step[gid], channels[gid]), low[gid]) and new != k:
                     moves.append({**best, gid: new})
         scored = [(abs(macs(c) - target), c) for c in moves]
         err, cand = min(scored, key=lambda x: x[0]) if scored else (best_err, best)
@@ -147,7 +154,7 @@ def solve_sparsity(analysis, order, sparsity, divisible=1, counts_at=None, cap=N
             break
         best, best_err = cand, err
     if best and best_err > TOLERANCE * full:
-        options = {gid: _options(channels[gid], low[gid], cap[gid], divisible) for gid in best}
+        options = {gid: _options(channels[gid], low[gid], cap[gid], step[gid]) for gid in best}
         best = _search(macs, target, best, options, TOLERANCE * full)
     return best
 
@@ -217,8 +224,9 @@ def sensitivity_allocation(analysis, order, curves, sparsity, divisible=1, cap=N
         window[gid] = (grid >= u - max_shift - 1e-9) & (grid <= u + max_shift + 1e-9)
         if not window[gid].any():
             window[gid] = np.abs(grid - u) == np.abs(grid - u).min()
-        floor[gid] = min(uniform[gid], keep_count(channels[gid], min(MAX_RATIO, u + max_shift), divisible))
-        top[gid] = max(uniform[gid], keep_count(channels[gid], max(0.0, u - max_shift), divisible))
+        step = unit_step(analysis.groups[gid], divisible)
+        floor[gid] = min(uniform[gid], keep_count(channels[gid], min(MAX_RATIO, u + max_shift), step))
+        top[gid] = max(uniform[gid], keep_count(channels[gid], max(0.0, u - max_shift), step))
     cap = {gid: min(top[gid], (cap or {}).get(gid, top[gid])) for gid in order}
 
     def counts_at(t):
@@ -227,6 +235,7 @@ def sensitivity_allocation(analysis, order, curves, sparsity, divisible=1, cap=N
         for gid in order:
             r = grid[window[gid]]
             cost = drops[gid][window[gid]] - multiplier * share[gid] * r
-            out[gid] = keep_count(channels[gid], float(r[int(np.argmin(cost))]), divisible)
+            out[gid] = keep_count(channels[gid], float(r[int(np.argmin(cost))]),
+                                  unit_step(analysis.groups[gid], divisible))
         return out
     return solve_sparsity(analysis, order, sparsity, divisible, counts_at, cap, floor, refine=False, cost=cost)

@@ -31,7 +31,8 @@ def sample_candidates(analysis, order, sparsity, count, divisible=1, spread=0.3,
     while len(out) < count:
         def counts_at(t, w=weights):
             mean = np.mean(list(w.values()))
-            return {g: allocation.keep_count(analysis.groups[g].channels, min(0.98, t * w[g] / mean), divisible)
+            return {g: allocation.keep_count(analysis.groups[g].channels, min(0.98, t * w[g] / mean),
+                                             allocation.unit_step(analysis.groups[g], divisible))
                     for g in gids}
         counts = allocation.solve_sparsity(analysis, order, sparsity, divisible, counts_at, cap, cost=cost)
         problem = allocation.target_problem(analysis, order, counts, sparsity, cap, cost=cost)

@@ -34,8 +34,9 @@ from tf1prune.core.rules import ParamKind, Role
 class Group:
     """Channels that must shrink together."""
 
-    def __init__(self, gid, units, spaces, consumers, reasons):
+    def __init__(self, gid, units, spaces, consumers, reasons, width=1):
         self.id = gid
+        self.width = width            # channels per unit in its producers (an attention head's size; else 1)
         self.units = units            # global unit indices, in canonical order
         self.nodes = [s.node for s in spaces if s.kind == "producer"]
         self.consumers = consumers    # layers whose input channels shrink with the group
@@ -100,8 +101,10 @@ class Analysis:
                 consumers |= consumer_of_root.get(r, set())
                 ids |= reasons_of_root.get(r, set())
             units = [self.unit_of_root[r] for r in unit_roots]
+            widths = [sp.size // len(set(roots[sp.start:sp.start + sp.size].tolist()))
+                      for sp in group_spaces if sp.kind == "producer" and sp.size]
             self.groups.append(Group(len(self.groups), units, group_spaces, sorted(consumers),
-                                     [text[i] for i in sorted(ids)]))
+                                     [text[i] for i in sorted(ids)], min(widths or [1])))
         for r in sorted(set(roots.tolist())):
             if r not in self.unit_of_root:
                 self.unit_of_root[r] = len(self.unit_of_root)

@@ -197,5 +197,5 @@ def _threshold_counts(analysis, sens, threshold, divisible):
                 if d > threshold:
                     break
                 best = r
-            counts[g.id] = allocation.keep_count(g.channels, best, divisible)
+            counts[g.id] = allocation.keep_count(g.channels, best, allocation.unit_step(g, divisible))
     return counts

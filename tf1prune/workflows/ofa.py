@@ -104,8 +104,8 @@ class OnceForAllRunner(SessionModel):
         choices = {}
         for g in analysis.groups:
             if g.prunable:
-                counts = {max(order.minimum[g.id], allocation.keep_count(g.channels, 1 - r, channel_divisible))
-                          for r in ratios}
+                step = allocation.unit_step(g, channel_divisible)
+                counts = {max(order.minimum[g.id], allocation.keep_count(g.channels, 1 - r, step)) for r in ratios}
                 choices[g.id] = sorted({min(c, g.channels) for c in counts})
         if not any(len(c) > 1 for c in choices.values()):
             raise Tf1PruneError("no group has more than one width (prunable groups: %d): add smaller expand_ratios"

@@ -8,7 +8,7 @@ evaluations, so a killed run loses at most those; failed evaluations are retried
 """
 import collections
 
-from tf1prune.choose.allocation import keep_count
+from tf1prune.choose.allocation import keep_count, unit_step
 from tf1prune.core.choice import Choice
 from tf1prune.errors import Tf1PruneError
 from tf1prune.workflows.store import ResultStore
@@ -119,7 +119,7 @@ def run(sens, engine, patcher, ranking, channel_divisible=1, checkpoint_interval
     def patches_of(key):
         gid, ratio = key.split("/")
         group = analysis.groups[int(gid)]
-        count = keep_count(group.channels, float(ratio), channel_divisible)
+        count = keep_count(group.channels, float(ratio), unit_step(group, channel_divisible))
         return patcher.patches(Choice.from_counts(analysis, ranking, {group.id: count}))
 
     engine.fill(sens.store, sens.keys(prunable), patches_of, patcher.baseline, checkpoint_interval, progress, "ana",

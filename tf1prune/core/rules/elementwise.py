@@ -57,6 +57,18 @@ def elementwise(ctx, node):
     ctx.set(out, axis, elems)
 
 
+def _along_last_axis(ctx, node):
+    """Softmax-like ops normalise along the last axis: channels on another axis (attention heads)
+    pass through; on the last axis they are mixed."""
+    x = ctx.inputs(node)[0]
+    inf, rank = ctx.get(x), _rank(ctx, x)
+    if inf is None:
+        return
+    if rank is None or inf.axis == rank - 1:
+        return ctx.opaque(node, "normalises over the channel axis")
+    ctx.set(node.name + ":0", inf.axis, inf.elems)
+
+
 def _bias_add(ctx, node):
     x, b = ctx.inputs(node)[:2]
     rank = _rank(ctx, x)
@@ -143,3 +155,4 @@ register("RandomUniform RandomStandardNormal TruncatedNormal Fill StatelessRando
          "StatelessTruncatedNormal StatelessRandomUniformV2 StatelessRandomNormalV2 StatelessTruncatedNormalV2",
          _random_like, SHAPE, shape_inputs=(0,))
 register("LRN", _lrn, zero=keeps_zero)
+register("Softmax LogSoftmax", _along_last_axis)

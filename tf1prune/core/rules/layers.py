@@ -130,15 +130,61 @@ def _depthwise(ctx, node):
 
 
 def _batch_matmul(ctx, node):
-    """Batched matmul (attention scores, MLP mixing): counted, channels fixed."""
+    """Batched matmul ``[..., M, K] x [..., K, N]`` (attention scores and context, MLP mixing).
+
+    Channels on a batch axis (attention heads) pass through, joined across both operands; channels
+    on ``M`` or ``N`` become the output's; channels on the contracted ``K`` of both operands are
+    joined (removing one removes its products).  Counted: MACs = output size x K, scaled by the
+    kept channels."""
     a, b = ctx.inputs(node)[:2]
-    shapes = _static(ctx, node, (a, b, node.name + ":0"))
+    out = node.name + ":0"
+    shapes = _static(ctx, node, (a, b, out))
     if shapes is None:
         return
-    a_shape, _, out = shapes
-    depth = a_shape[-2] if ctx.view.attr(node.name, "adj_x", False) else a_shape[-1]
-    ctx.opaque(node, "a batched matmul mixes channels")
-    ctx.add_layer(node, "batch_matmul", None, 1, static_size(out), [Dim(fixed=depth)])
+    a_shape, b_shape, o_shape = shapes
+    adj_x = ctx.view.attr(node.name, "adj_x", False) or ctx.view.attr(node.name, "transpose_a", False)
+    adj_y = ctx.view.attr(node.name, "adj_y", False) or ctx.view.attr(node.name, "transpose_b", False)
+    depth = a_shape[-2] if adj_x else a_shape[-1]
+    contract = {a: len(a_shape) - (2 if adj_x else 1), b: len(b_shape) - (1 if adj_y else 2)}
+    free = {a: (len(a_shape) - (1 if adj_x else 2), len(o_shape) - 2),
+            b: (len(b_shape) - (2 if adj_y else 1), len(o_shape) - 1)}
+    where = "%s '%s'" % (node.op, node.name)
+    out_axis, out_elems, joined, why = None, None, None, None
+    for t, shape in ((a, a_shape), (b, b_shape)):
+        inf = ctx.get(t)
+        if inf is None:
+            continue
+        if inf.axis == contract[t]:
+            other = b if t == a else a
+            other_inf = ctx.get(other)
+            if other_inf is None or other_inf.axis != contract[other]:
+                why = "contracts channels with an operand that does not carry them"
+            elif joined is None:
+                joined = inf.elems
+                ctx.union(inf.elems, other_inf.elems)
+            continue
+        axis = free[t][1] if inf.axis == free[t][0] else inf.axis + len(o_shape) - len(shape)
+        if out_axis is None:
+            out_axis, out_elems = axis, inf.elems
+        elif axis == out_axis and len(inf.elems) == len(out_elems):
+            ctx.union(out_elems, inf.elems)
+        else:
+            why = "its operands carry channels on different axes"
+    if out_axis is not None and out_axis < len(o_shape) - 2 and why is None:
+        for t, shape in ((a, a_shape), (b, b_shape)):   # a batch axis: the other operand broadcasts or carries them
+            at = out_axis - len(o_shape) + len(shape)
+            if ctx.get(t) is None and at >= 0 and shape[at] != 1:
+                why = "reads channels of one operand with an operand of the same batch size that carries none"
+    if why:
+        ctx.opaque(node, why)
+        return ctx.add_layer(node, "batch_matmul", None, 1, static_size(o_shape), [Dim(fixed=depth)])
+    dims = [Dim(joined) if joined is not None else Dim(fixed=depth)]
+    factor = static_size(o_shape)
+    if out_axis is not None:
+        ctx.set(out, out_axis, out_elems)
+        dims.append(Dim(out_elems))
+        factor //= o_shape[out_axis]
+    ctx.add_layer(node, "batch_matmul", None, 1, factor, dims)
 
 
 def _einsum(ctx, node):

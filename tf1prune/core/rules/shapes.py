@@ -185,8 +185,33 @@ def reshape_channel_map(src, dst, axis):
     return None
 
 
+def head_split(src, dst, axis):
+    """Where a reshape splits the channel axis of ``src`` into (heads, head size) in ``dst``:
+    ``(head axis, head size)``, or None.  The channel axis must be a block of its own (only unit
+    axes beside it) that becomes exactly two non-unit axes, e.g. ``[B, T, 768] -> [B, T, 12, 64]``
+    or ``[B*T, 768] -> [B, T, 12, 64]``."""
+    before = int(np.prod(src[:axis], dtype=np.int64))
+    i, prefix = 0, 1
+    while i < len(dst) and prefix < before:
+        prefix *= dst[i]
+        i += 1
+    if axis == 0 or prefix != before:
+        return None
+    k, size = i, 1
+    while k < len(dst) and size < src[axis]:
+        size *= dst[k]
+        k += 1
+    block = [j for j in range(i, k) if dst[j] != 1]
+    if size != src[axis] or len(block) != 2 or dst[block[0]] < 2 or dst[block[1]] < 2:
+        return None
+    if int(np.prod(dst[k:], dtype=np.int64)) != int(np.prod(src[axis + 1:], dtype=np.int64)):
+        return None
+    return block[0], dst[block[1]]
+
+
 def _reshape(ctx, node):
-    """Reshape/Squeeze/ExpandDims: unit axes moved, or a flatten that tiles channels."""
+    """Reshape/Squeeze/ExpandDims: unit axes moved, a flatten that tiles channels, or the channel
+    axis split into (heads, head size): each head's channels then go together, as one unit."""
     x = ctx.inputs(node)[0]
     inf = ctx.get(x)
     if inf is None:
@@ -196,7 +221,15 @@ def _reshape(ctx, node):
         return ctx.opaque(node, "shapes not static")
     mapping = reshape_channel_map(src, dst, inf.axis)
     if mapping is None:
-        return ctx.opaque(node, "splits the channel axis or merges it with the batch axis")
+        split = head_split(src, dst, inf.axis)
+        if split is None:
+            return ctx.opaque(node, "splits the channel axis or merges it with the batch axis")
+        head_axis, size = split
+        heads = inf.elems[::size]
+        ctx.union(np.repeat(heads, size), inf.elems)     # a head's channels are pruned together
+        if "reshape" in ctx.rule(node).tags:
+            ctx.rewrite_shape(ctx.inputs(node)[1], head_axis, heads, node)
+        return ctx.set(node.name + ":0", head_axis, heads)
     out_axis, outer, inner = mapping
     elems = np.tile(np.repeat(inf.elems, inner), outer)
     if "reshape" in ctx.rule(node).tags:
