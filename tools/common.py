@@ -59,3 +59,9 @@ def keras_application(name, size, seed=0, config=None):
         out = model.outputs[0].op.name
         gd = tf.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), [out])
         return gd, model.inputs[0].name, out
+
+
+def markdown_table(header, rows):
+    """``header`` and ``rows`` as a Markdown table (one string)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])

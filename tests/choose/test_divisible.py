@@ -141,8 +141,8 @@ def test_auto_in_make_spec_and_convert(tmp_path, monkeypatch, capsys):
     code = convert_cli.main(["tf1prune-convert", "--input_graph", path, "--output_graph", str(tmp_path / "o2.pb"),
                              "--output_node_names", outputs[0], "--spec", spec_path, "--channel_divisible", "4"])
     err = capsys.readouterr().err.splitlines()
-    assert code == 2 and err == ["error: --channel_divisible applies to --sparsity and --ratio (a --spec keeps its "
-                                 "own counts)"]
+    assert code == 2 and err == ["error: --channel_divisible applies to --sparsity, --ratio and --latency_target "
+                                 "(a --spec keeps its own counts)"]
     assert not (tmp_path / "o2.pb").exists()
 
 

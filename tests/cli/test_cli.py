@@ -245,7 +245,7 @@ def test_error_messages(models, tmp_path, capsys):
     out = str(tmp_path / "o.pb")
     base = ["tf1prune-convert", "--input_graph", models["mobilenet_v2_se"], "--output_graph", out,
             "--output_node_names", OUT["mobilenet_v2_se"]]
-    expected = [([], "give exactly one of --sparsity, --ratio or --spec (got none)"),
+    expected = [([], "give exactly one of --sparsity, --ratio, --latency_target or --spec (got none)"),
                 (["--sparsity", "1.5"], "--sparsity must be in (0, 1), got 1.5"),
                 (["--spec", models["mnist_spec"]], "spec was made for another graph"),
                 (["--ratio", "0.5", "--excludes", "nope"], "excluded node 'nope' is not in the graph")]

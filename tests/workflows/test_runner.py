@@ -202,7 +202,7 @@ def test_bad_arguments(tmp_path):
         runner = IterativePruningRunner("b", sess, SPECS, OUT, workspace=str(tmp_path))
         with pytest.raises(tf1prune.Tf1PruneError, match="call ana"):
             runner.prune(sparsity=0.5)
-        with pytest.raises(tf1prune.Tf1PruneError, match="sparsity or threshold"):
+        with pytest.raises(tf1prune.Tf1PruneError, match="sparsity, latency or threshold"):
             runner.prune()
         with pytest.raises(tf1prune.Tf1PruneError, match=r"\(0, 1\)"):
             runner.prune(sparsity=1.5)

@@ -10,7 +10,10 @@ Built in:
 
 - ``macs``: multiply-accumulates of every counted layer (the costlier branch of an ``If``); a layer
   that cannot be counted makes targets unmeasurable;
-- ``params``: every floating-point parameter the outputs need.
+- ``params``: every floating-point parameter the outputs need;
+- ``latency``: milliseconds on this machine (:mod:`tf1prune.measure.layer_latency`: each layer
+  timed at a grid of widths, the rest end to end); ``latency_model(batch, threads)`` makes one
+  for another batch or thread count.
 
 Example::
 
@@ -38,7 +41,9 @@ def names():
 
 
 def make(name, analysis, ranking):
-    """The cost model ``name`` of ``analysis`` for ``ranking``."""
+    """The cost model ``name`` (or a factory ``name(analysis, ranking)``) of ``analysis`` for ``ranking``."""
+    if callable(name):
+        return name(analysis, ranking)
     if name not in REGISTRY:
         raise Tf1PruneError("unknown cost model %r (choose from %s)" % (name, ", ".join(names())))
     return REGISTRY[name](analysis, ranking)
@@ -146,5 +151,53 @@ class ParamsModel(Products):
         return sum(self.terms_at(counts))
 
 
+class LatencyModel(MacsModel):
+    """Predicted latency of the slim graph in milliseconds (a :class:`~tf1prune.measure.layer_latency.
+    LatencyProfile` of the model, built once per analysis, batch and threads)."""
+
+    unit = "latency"
+    batch, threads = 1, 0
+    _profiles = {}
+
+    def __init__(self, analysis, ranking):
+        super().__init__(analysis, ranking)
+        self.full = self.terms_at({g.id: g.channels for g in analysis.groups if g.prunable})
+        self.total_macs = sum(self.full)
+
+    @property
+    def profile(self):
+        return self.profile_of(self.analysis)
+
+    @classmethod
+    def profile_of(cls, analysis):
+        """The model's :class:`~tf1prune.measure.layer_latency.LatencyProfile` (built once per analysis,
+        batch and threads, and kept while the analysis is the one in use)."""
+        from tf1prune.measure.layer_latency import LatencyProfile
+        key = (id(analysis), analysis.digest(), cls.batch, cls.threads)
+        if key not in cls._profiles:
+            LatencyModel._profiles.clear()   # one model at a time: profiles hold the analysis
+            LatencyModel._profiles[key] = LatencyProfile.build(analysis, cls.batch, cls.threads)
+        return LatencyModel._profiles[key]
+
+    def shares(self, counts):
+        """``(per-layer kept MACs share, the model's MACs share)`` at ``counts``."""
+        per_layer = self.terms_at(counts)
+        shares = {layer.node: m / f if f else 1.0 for layer, m, f in zip(self.layers, per_layer, self.full)}
+        return shares, sum(per_layer) / max(self.total_macs, 1)
+
+    def __call__(self, counts):
+        return self.profile.predict(self.shares(counts)[0])
+
+    @property
+    def problem(self):
+        return super().problem
+
+
+def latency_model(batch=1, threads=0):
+    """A :class:`LatencyModel` factory for ``batch`` and ``threads`` (0: TensorFlow's default)."""
+    return type("LatencyModel_b%d_t%d" % (batch, threads), (LatencyModel,), {"batch": batch, "threads": threads})
+
+
 register("macs", MacsModel)
 register("params", ParamsModel)
+register("latency", LatencyModel)

@@ -40,6 +40,22 @@ flags.DEFINE_string("output_graph", None, "Slim frozen GraphDef to write (.pbtxt
 flags.DEFINE_string("spec", None, "Pruning spec (JSON) to apply, as written by --output_spec.")
 flags.DEFINE_string("report", None, "Also write a visual report to this folder: index.html and its figures "
                     '(needs matplotlib: pip install "tf1prune[report]").')
+flags.DEFINE_list("batch", ["1"], "Batch sizes latency is measured at; each replaces the first dimension of every "
+                  "input (tf1prune-convert --latency_target and tf1prune-analyze --latency: one).")
+flags.DEFINE_integer("threads", 0, "intra- and inter-op threads (0: TensorFlow's default, all cores).", lower_bound=0)
+
+
+def batches(one=False):
+    """The --batch flag as positive integers (``one``: exactly one value)."""
+    try:
+        values = [int(b) for b in names(FLAGS.batch)]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise Tf1PruneError("--batch takes positive integers, e.g. 1,8; got %r" % ",".join(FLAGS.batch))
+    if one and len(values) != 1:
+        raise Tf1PruneError("--batch takes one batch size here, got %s" % ",".join(map(str, values)))
+    return values
 
 
 def names(values):

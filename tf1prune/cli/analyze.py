@@ -9,11 +9,14 @@ import json
 from absl import flags
 
 from tf1prune import cli
+from tf1prune.errors import Tf1PruneError
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
 flags.DEFINE_bool("json", False, "Print one JSON document (macs, params, groups, blocks; with --sparsity_report, "
                   "the sparsity rows and file sizes) instead of text.")
+flags.DEFINE_bool("latency", False, "Also time every conv, depthwise and dense layer on this machine at --batch and "
+                  "--threads (cached) and print each one's milliseconds, with the graph's end-to-end latency.")
 flags.DEFINE_bool("sparsity_report", False, "Print per layer the share of zero weights and the N:M patterns "
                   "they satisfy, and the file's raw and gzip-compressed sizes.")
 
@@ -23,6 +26,10 @@ def main():
     """Analyse --input_graph and print the report."""
     from tf1prune.core import flops
     cli.refuse("output_graph", "spec", "report")
+    if (FLAGS["batch"].present or FLAGS["threads"].present) and not FLAGS.latency:
+        raise Tf1PruneError("--batch and --threads apply to --latency")
+    if FLAGS.latency and (FLAGS.json or FLAGS.sparsity_report):
+        raise Tf1PruneError("--latency prints a table: not with --json or --sparsity_report")
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes, note=not FLAGS.json)
     if FLAGS.sparsity_report:
         import gzip
@@ -53,6 +60,13 @@ def main():
         print("  %-20s %s" % (b.type, ", ".join(b.nodes)))
     print()
     print(flops.layer_table(flops.count(analysis)))
+    if FLAGS.latency:
+        from tf1prune.choose import costs
+        profile = costs.latency_model(cli.batches(one=True)[0], FLAGS.threads).profile_of(analysis)
+        print("\nlatency (batch %d, %s): %.3f ms end to end" % (profile.batch, "cached layer timings" if profile.cached
+                                                                else "timed in %.1f s" % profile.seconds,
+                                                                profile.total))
+        print(profile.table())
 
 
 def run():

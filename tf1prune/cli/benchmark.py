@@ -8,25 +8,12 @@ Example::
 from absl import flags
 
 from tf1prune import cli
-from tf1prune.errors import Tf1PruneError
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(cli)  # --helpshort lists the shared flags too
 flags.DEFINE_string("compare", None, "A second frozen graph (e.g. the slim one), timed in turn with --input_graph.")
-flags.DEFINE_list("batch", ["1"], "Batch sizes; each replaces the first dimension of every input.")
-flags.DEFINE_integer("threads", 0, "intra- and inter-op threads (0: TensorFlow's default, all cores).", lower_bound=0)
 flags.DEFINE_integer("runs", 50, "Timed runs of each graph per batch size.", lower_bound=1)
 flags.DEFINE_integer("warmup", 5, "Untimed runs of each graph first.", lower_bound=0)
-
-
-def _batches():
-    try:
-        batches = [int(b) for b in cli.names(FLAGS.batch)]
-    except ValueError:
-        batches = []
-    if not batches or min(batches) < 1:
-        raise Tf1PruneError("--batch takes positive integers, e.g. 1,8; got %r" % ",".join(FLAGS.batch))
-    return batches
 
 
 @cli.tool(required=("input_graph", "output_node_names"))
@@ -35,7 +22,7 @@ def main():
     from tf1prune.measure import latency
     from tf1prune.files import load_graph_def
     cli.refuse("output_graph", "spec", "excludes", "report")
-    batches = _batches()
+    batches = cli.batches()
     paths = [FLAGS.input_graph] + ([FLAGS.compare] if FLAGS.compare else [])
     graphs = [load_graph_def(p) for p in paths]
     outputs = cli.names(FLAGS.output_node_names)

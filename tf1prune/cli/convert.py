@@ -49,6 +49,10 @@ flags.DEFINE_string("m_by_n", None, "Fine-grained N:M sparsity, e.g. 2:4: keep N
 flags.DEFINE_string("block", None, "With --weight_sparsity: prune whole blocks of the kernels' last two axes, "
                     "e.g. 1x4.")
 flags.DEFINE_enum("block_pooling", "AVG", ["AVG", "MAX"], "How a block's magnitude is pooled.")
+flags.DEFINE_float("latency_target", None, "Prune until the slim graph runs in this share of the original's time "
+                  "on this machine, in (0, 1), at --batch and --threads: each layer timed at a grid of widths "
+                  "(cached), the slim graph measured against the original and re-fitted when it misses by more "
+                  "than 7%.")
 flags.DEFINE_string("tflite", None, "Also convert the slim graph to this .tflite file with TensorFlow's TF1 "
                     "converter (inputs fixed to --input_specs, else the placeholders' shapes with batch 1) and "
                     "check its outputs against TensorFlow's on random inputs.")
@@ -91,17 +95,24 @@ def _fine_grained():
 def _check_args():
     """One of --sparsity/--ratio/--spec (or only fine-grained options), in range; outputs distinct
     from inputs and each other."""
-    given = [n for n in ("sparsity", "ratio", "spec") if FLAGS[n].value is not None]
+    given = [n for n in ("sparsity", "ratio", "spec", "latency_target") if FLAGS[n].value is not None]
     if len(given) > 1 or (not given and _fine_grained() is None):
-        raise Tf1PruneError("give exactly one of --sparsity, --ratio or --spec (got %s), or fine-grained options"
-                            % (", ".join("--" + n for n in given) or "none"))
-    for name in ("sparsity", "ratio"):
+        raise Tf1PruneError("give exactly one of --sparsity, --ratio, --latency_target or --spec (got %s), or "
+                            "fine-grained options" % (", ".join("--" + n for n in given) or "none"))
+    if FLAGS["batch"].present or FLAGS["threads"].present:
+        if FLAGS.latency_target is None:
+            raise Tf1PruneError("--batch and --threads apply to --latency_target")
+        cli.batches(one=True)
+    if FLAGS.latency_target is not None and FLAGS.search:
+        raise Tf1PruneError("--search takes --sparsity; a --latency_target is met by measuring, not by search")
+    for name in ("sparsity", "ratio", "latency_target"):
         value = FLAGS[name].value
         if value is not None and not 0 < value < 1:
             raise Tf1PruneError("--%s must be in (0, 1), got %r" % (name, value))
     if FLAGS["channel_divisible"].present:
-        if FLAGS.sparsity is None and FLAGS.ratio is None:
-            raise Tf1PruneError("--channel_divisible applies to --sparsity and --ratio (a --spec keeps its own counts)")
+        if FLAGS.sparsity is None and FLAGS.ratio is None and FLAGS.latency_target is None:
+            raise Tf1PruneError("--channel_divisible applies to --sparsity, --ratio and --latency_target (a --spec "
+                                "keeps its own counts)")
         from tf1prune.choose import divisible
         divisible.check(FLAGS.channel_divisible)
     if FLAGS.search and FLAGS.sparsity is None:
@@ -154,6 +165,28 @@ def _calibration_batches(analysis):
     if FLAGS.calibration_batch is None:
         print("calibration: %d batches of %d" % (len(batches), size))
     return batches
+
+
+def _latency(analysis, batches):
+    """The spec whose slim graph runs nearest --latency_target of the original's time here."""
+    from tf1prune.workflows.latency_target import layer_shares, prune_to_latency
+    found = prune_to_latency(analysis, FLAGS.latency_target, batch=cli.batches(one=True)[0], threads=FLAGS.threads,
+                             criterion=FLAGS.criterion, channel_divisible=FLAGS.channel_divisible,
+                             calibration=batches)
+    _say_divisible(found.spec.channel_divisible)
+    print("latency model: %d layers timed (%s, %.1f s); end to end = %.3f x the layers' sum + %.3f ms"
+          % (len(found.profile.timings), "cached" if found.profile.cached else "measured", found.profile.seconds,
+             found.profile.scale, found.profile.offset))
+    for i, a in enumerate(found.attempts):
+        print("attempt %d: predicted %.3f, measured %.3f of the original's latency (%.3f -> %.3f ms)"
+              % (i + 1, a.predicted, a.measured, a.millis[0], a.millis[1]))
+    print(found.profile.table(layer_shares(analysis, found.plan.choice)))
+    print(found.summary(FLAGS.latency_target))
+    if abs(found.measured / FLAGS.latency_target - 1) > 0.07:
+        print("warning: the closest slim graph runs in %.3f of the original's time, not %.2f%s"
+              % (found.measured, FLAGS.latency_target, " (this model's time does not fall below that with fewer "
+                                                        "channels)" if found.measured > FLAGS.latency_target else ""))
+    return found.spec
 
 
 def _say_divisible(value):
@@ -253,6 +286,8 @@ def main():
         spec = Spec.load(FLAGS.spec)
     elif FLAGS.search:
         spec, statistics = _search(analysis, batches)
+    elif FLAGS.latency_target is not None:
+        spec = _latency(analysis, batches)
     elif FLAGS.sparsity is not None or FLAGS.ratio is not None:
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
                          channel_divisible=FLAGS.channel_divisible, best_effort=FLAGS.best_effort,

@@ -213,8 +213,10 @@ class GraphView:
         for name in self.order:
             if name in skip or rules.is_param_source(self.nodes[name].op) and not rules.is_const(self.nodes[name].op):
                 continue
+            used = set(self.used_outputs(name))
             for t in self.tf_graph.get_operation_by_name(name).outputs:
-                if t.dtype.base_dtype in (tf.resource, tf.variant) or t.shape.is_fully_defined():
+                if t.value_index not in used or t.dtype.base_dtype in (tf.resource, tf.variant) \
+                        or t.shape.is_fully_defined():
                     continue
                 unknown.append(t)
         if not unknown:

@@ -45,6 +45,7 @@ class IterativePruningRunner(SessionPruner):
                  criterion="l1", channel_divisible=1):
         self.sens = None
         self.validation = None
+        self.latency_result = None   # the last prune(latency=...): a LatencyPrune
         super().__init__(model_name, sess, input_specs, output_node_names, excludes, workspace, criterion,
                          channel_divisible)
 
@@ -84,8 +85,10 @@ class IterativePruningRunner(SessionPruner):
 
     # --- prune ------------------------------------------------------------
     def prune(self, sparsity=None, threshold=None, max_attemp=10, max_attempt=None, strategy="sensitivity",
-              best_effort=False, max_shift=0.1, calibration=None, data_free="compensate", reconstruct=True):
-        """Prune in place to a MACs ``sparsity`` or a relative metric-drop ``threshold``.
+              best_effort=False, max_shift=0.1, calibration=None, data_free="compensate", reconstruct=True,
+              latency=None, batch=1):
+        """Prune in place to a MACs ``sparsity``, a measured ``latency`` (the slim graph's share of the
+        original's time on this machine at ``batch``) or a relative metric-drop ``threshold``.
 
         ``sparsity`` wins over ``threshold``.  ``strategy="sensitivity"`` (default) prunes the
         groups that ``ana`` found least sensitive most; ``"uniform"`` prunes the same ratio of
@@ -105,32 +108,22 @@ class IterativePruningRunner(SessionPruner):
         fine-tuning starts from them; without, ``data_free`` (``"compensate"``, ``"synthesize"``,
         ``"none"``).  :attr:`refinement` says what was done.
         """
+        if sum(x is not None for x in (sparsity, latency)) > 1:
+            raise Tf1PruneError("give prune() a sparsity or a latency, not both")
+        if latency is not None:
+            return self._prune_to_latency(latency, batch, strategy, best_effort, max_shift, calibration, data_free,
+                                          reconstruct)
         if sparsity is None and threshold is None:
-            raise Tf1PruneError("prune() needs sparsity or threshold")
+            raise Tf1PruneError("prune() needs sparsity, latency or threshold")
         if sparsity is not None:
             sparsity = spec_lib.check_fraction("sparsity", sparsity)
         elif isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
             raise Tf1PruneError("threshold must be a number in [0, 1], got %r" % (threshold,))
         if strategy not in ("sensitivity", "uniform") or (strategy == "uniform" and sparsity is None):
             raise Tf1PruneError("strategy must be 'sensitivity', or 'uniform' with a sparsity")
-        analysis = self._refresh()
-        if calibration is not None:
-            calibration = self.criterion_data = calibrate.feed_batches(calibration)
-        sens = self._sensitivity(analysis) if strategy == "sensitivity" else None
-        order, cap = self._pruned_ranking(analysis)
+        analysis, calibration, sens, order, cap = self._prepare(strategy, calibration)
         if sparsity is not None:
-            if sens is None:
-                counts = allocation.solve_sparsity(analysis, order, sparsity, self.channel_divisible, cap=cap)
-            else:
-                curves = {g.id: sens.curve(g.id) for g in analysis.groups if g.prunable}
-                counts = allocation.sensitivity_allocation(analysis, order, curves, sparsity, self.channel_divisible,
-                                                           cap, max_shift)
-                counts = self._checked_against_uniform(analysis, order, counts, sparsity, cap)
-            problem = allocation.target_problem(analysis, order, counts, sparsity, cap)
-            if problem and not best_effort:
-                raise Tf1PruneError(problem + " (prune(..., best_effort=True) accepts the closest)")
-            if problem:
-                tf.logging.warning("prune: %s", problem)
+            counts = self._allocate(analysis, order, cap, sens, sparsity, max_shift, best_effort)
             tag = "sparsity_%g" % sparsity
         else:
             counts = _threshold_counts(analysis, sens, threshold, self.channel_divisible)
@@ -140,11 +133,61 @@ class IterativePruningRunner(SessionPruner):
         self._refined(spec, calibration, data_free, reconstruct)
         return self._save_spec(spec, tag)
 
-    def _checked_against_uniform(self, analysis, order, counts, sparsity, cap):
+    def _prepare(self, strategy, calibration):
+        """``(analysis, calibration batches, sensitivity or None, ranking, cap)`` for a prune."""
+        analysis = self._refresh()
+        if calibration is not None:
+            calibration = self.criterion_data = calibrate.feed_batches(calibration)
+        sens = self._sensitivity(analysis) if strategy == "sensitivity" else None
+        order, cap = self._pruned_ranking(analysis)
+        return analysis, calibration, sens, order, cap
+
+    def _allocate(self, analysis, order, cap, sens, sparsity, max_shift, best_effort, cost="macs"):
+        """Per-group counts removing ``sparsity`` of ``cost``: uniform, or by sensitivity (kept only
+        when it scores at least as well as uniform)."""
+        if sens is None:
+            counts = allocation.solve_sparsity(analysis, order, sparsity, self.channel_divisible, cap=cap, cost=cost)
+        else:
+            curves = {g.id: sens.curve(g.id) for g in analysis.groups if g.prunable}
+            counts = allocation.sensitivity_allocation(analysis, order, curves, sparsity, self.channel_divisible,
+                                                       cap, max_shift, cost=cost)
+            counts = self._checked_against_uniform(analysis, order, counts, sparsity, cap, cost)
+        problem = allocation.target_problem(analysis, order, counts, sparsity, cap, cost=cost)
+        if problem and not best_effort:
+            raise Tf1PruneError(problem + " (prune(..., best_effort=True) accepts the closest)")
+        if problem:
+            tf.logging.warning("prune: %s", problem)
+        return counts
+
+    def _prune_to_latency(self, latency, batch, strategy, best_effort, max_shift, calibration, data_free,
+                          reconstruct):
+        """``prune(latency=...)``: the allocation on the latency model of this session's graph, its slim
+        graph measured against the original and re-fitted on a miss (:mod:`tf1prune.workflows.latency_target`)."""
+        from tf1prune.workflows.latency_target import meet_latency
+        if strategy not in ("sensitivity", "uniform"):
+            raise Tf1PruneError("strategy must be 'sensitivity' or 'uniform'")
+        analysis, calibration, sens, order, cap = self._prepare(strategy, calibration)
+
+        def choose(cost, sparsity):
+            counts = self._allocate(analysis, order, cap, sens, sparsity, max_shift, True, cost)
+            return spec_lib.spec_from_counts(analysis, order, counts, self.criterion, self.channel_divisible)
+        found = meet_latency(analysis, latency, choose, batch)
+        self.latency_result = found
+        tf.logging.info("prune: %s", found.summary(latency))
+        if abs(found.measured / latency - 1) > 0.07:
+            message = "latency %.3f of the original's, not %.2f" % (found.measured, latency)
+            if not best_effort:
+                raise Tf1PruneError("prune: the closest slim graph runs in " + message +
+                                    " (prune(..., best_effort=True) accepts the closest)")
+            tf.logging.warning("prune: %s", message)
+        self._refined(found.spec, calibration, data_free, reconstruct)
+        return self._save_spec(found.spec, "latency_%g" % latency)
+
+    def _checked_against_uniform(self, analysis, order, counts, sparsity, cap, cost="macs"):
         """With :attr:`validation`, score the allocation and the uniform one, each after adaptive
         BatchNorm, and keep uniform unless the allocation scores better (given per-example scores:
         better in a paired test over the examples, :mod:`tf1prune.choose.compare`)."""
-        uniform = allocation.solve_sparsity(analysis, order, sparsity, self.channel_divisible, cap=cap)
+        uniform = allocation.solve_sparsity(analysis, order, sparsity, self.channel_divisible, cap=cap, cost=cost)
         if self.validation is None or uniform == counts:
             return counts
         engine = Engine(self.frozen, self.validation.eval_fn)

@@ -67,9 +67,8 @@ def main(argv):
                 print("  ".join(str(c) for c in rows[-1]), flush=True)
     header = ["model", "div", "batch", "MACs cut", "orig ms", "slim ms", "speed-up"]
     if FLAGS.markdown:
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(str(c) for c in r) + " |")
+        from tools.common import markdown_table
+        print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":

@@ -148,7 +148,6 @@ def _batch_matmul(ctx, node):
     contract = {a: len(a_shape) - (2 if adj_x else 1), b: len(b_shape) - (1 if adj_y else 2)}
     free = {a: (len(a_shape) - (1 if adj_x else 2), len(o_shape) - 2),
             b: (len(b_shape) - (2 if adj_y else 1), len(o_shape) - 1)}
-    where = "%s '%s'" % (node.op, node.name)
     out_axis, out_elems, joined, why = None, None, None, None
     for t, shape in ((a, a_shape), (b, b_shape)):
         inf = ctx.get(t)
