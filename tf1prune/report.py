@@ -195,7 +195,7 @@ def _layer_rows(analysis, keep, before, after):
 
 
 def write_report(directory, analysis, choice=None, sensitivity=None, before=None, after=None, sizes=None,
-                 latency_ms=None, title="tf1prune pruning report", refinement=None):
+                 latency_ms=None, title="tf1prune pruning report", refinement=None, layer_latency=None):
     """Write ``directory/index.html`` and its PNG figures; returns the path of ``index.html``.
 
     Args:
@@ -209,6 +209,7 @@ def write_report(directory, analysis, choice=None, sensitivity=None, before=None
       latency_ms: ``(before, after)`` measured latency in milliseconds.
       refinement: the :class:`~tf1prune.apply.refine.Refinement` of the written graph: each layer's
         reconstruction error before and after the fit, the compensated parameters, what was skipped.
+      layer_latency: ``[(layer, ms before, ms after)]`` from a latency model (each layer timed alone).
     """
     figure_class, canvas_class = require_matplotlib()
     if os.path.exists(directory) and not os.path.isdir(directory):
@@ -286,6 +287,13 @@ def write_report(directory, analysis, choice=None, sensitivity=None, before=None
                 if analysis.blocks else '<p class="note">No inverted-residual or squeeze-excitation block.</p>')
 
     body += _refinement_section(refinement)
+    if layer_latency:
+        body.append('<h2 id="latency">Latency per layer</h2>')
+        body.append('<p class="note">Each layer\'s op timed alone on this machine at its kept widths '
+                    '(interpolated between the timed widths); the end-to-end figures are in the totals.</p>')
+        body.append(_table(["layer", "ms before", "ms after", "change"],
+                           [(n, "%.3f" % a, "%.3f" % b, _change(a, b)) for n, a, b in layer_latency],
+                           numeric=(1, 2, 3), names=(0,)))
 
     body.append('<h2 id="layers">Layers</h2>')
     body += ['<img src="%s" alt="per-layer MACs and channels %d">' % (_esc(n), i + 1)

@@ -128,15 +128,35 @@ def test_convert_latency_target(fake_machine, resnet, tmp_path, capsys):
     src, out = str(tmp_path / "m.pb"), str(tmp_path / "slim.pb")
     save_graph_def(gd, src)
     base = ["convert", "--input_graph", src, "--output_graph", out, "--output_node_names", outs[0]]
-    assert convert_cli.main(base + ["--latency_target", "0.6", "--channel_divisible", "1", "--batch", "2"]) == 0
+    report = str(tmp_path / "report")
+    assert convert_cli.main(base + ["--latency_target", "0.6", "--channel_divisible", "1", "--batch", "2",
+                                    "--report", report]) == 0
     text = capsys.readouterr().out
     assert "latency target 0.60: predicted" in text and "attempt 1: predicted" in text
+    page = open(tmp_path / "report" / "index.html").read()
+    assert "Latency per layer" in page and "stem_conv/Conv2D" in page.split("Latency per layer")[1]
     for bad, message in ((["--latency_target", "0.6", "--sparsity", "0.5"], "give exactly one of"),
                          (["--sparsity", "0.5", "--batch", "2"], "--batch and --threads apply to --latency_target"),
                          (["--latency_target", "1.5"], "--latency_target must be in (0, 1)"),
                          (["--latency_target", "0.6", "--batch", "1,8"], "--batch takes one batch size")):
         assert convert_cli.main(base + bad) == 2
         assert message in capsys.readouterr().err
+
+
+def test_convert_searches_candidates_on_the_latency_model(fake_machine, resnet, tmp_path, capsys):
+    import numpy as np
+    from tf1prune.cli import convert as convert_cli
+    from tf1prune.files import save_graph_def
+    gd, specs, outs = resnet
+    src, out, data = str(tmp_path / "m.pb"), str(tmp_path / "slim.pb"), str(tmp_path / "cal.npz")
+    save_graph_def(gd, src)
+    np.savez(data, input_1=np.random.RandomState(0).rand(32, 28, 28, 1).astype(np.float32))
+    assert convert_cli.main(["convert", "--input_graph", src, "--output_graph", out, "--output_node_names", outs[0],
+                             "--latency_target", "0.6", "--search", "3", "--calibration_data", data,
+                             "--channel_divisible", "1", "--no_reconstruct"]) == 0
+    text = capsys.readouterr().out
+    ratio = float(text.split("the searched graph measures ")[1].split()[0])
+    assert "search: 3 candidates" in text and abs(ratio / 0.6 - 1) <= 0.07
 
 
 def test_runner_prunes_a_session_to_a_latency(fake_machine, tmp_path):
@@ -163,3 +183,22 @@ def test_analyze_prints_each_layers_latency(fake_machine, resnet, tmp_path, caps
     assert "latency (batch 2, timed in" in text and "stem_conv/Conv2D" in text.split("latency (batch 2")[1]
     assert analyze_cli.main(base + ["--batch", "2"]) == 2
     assert "--batch and --threads apply to --latency" in capsys.readouterr().err
+
+
+def test_one_step_search_at_a_latency(fake_machine, tmp_path):
+    from sessions import CALIBRATION, eval_fn
+    from tf1prune.workflows.onestep import OneStepPruningRunner
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, OUT, workspace=str(tmp_path))
+        search = runner.search(eval_fn, CALIBRATION, num_subnet=3, latency=0.7, progress=None)
+        assert (tmp_path / "m_latency_0.7.search").exists() and len(search.candidates) == 3
+        model = costs.make(costs.latency_model(1), runner.analysis,
+                           allocation.rank_units(runner.analysis, criteria.unit_scores(runner.analysis)))
+        for c in search.candidates:   # every candidate on the latency model at the target (within half a point)
+            counts = {int(g): n for g, n in c["counts"].items()}
+            assert abs(model(counts) / model.total - 0.7) <= 0.005 + 1e-9
+        runner.prune(latency=0.7)
+        assert (tmp_path / "m_latency_0.7.spec").exists()
+        with pytest.raises(tf1prune.Tf1PruneError, match="no search at a latency of 0.5"):
+            runner.prune(latency=0.5)

@@ -221,6 +221,30 @@ def test_search_pareto_front_and_export(tmp_path):
             assert s.run(loss, feed) < first
 
 
+def test_search_in_a_latency_range(tmp_path, monkeypatch):
+    """``latency=(low, high)``: only sub-networks the latency model puts in that share of the full
+    network's latency are searched (a stand-in profile: the mean kept MACs share of the layers)."""
+    from tf1prune.choose import costs
+
+    class Profile:
+        total = 1.0
+
+        def predict(self, shares):
+            return sum(shares.values()) / len(shares)
+    monkeypatch.setattr(costs.LatencyModel, "profile_of", classmethod(lambda cls, analysis: Profile()))
+    graph, sess, info = keras_model("resnet", learning_phase=0)
+    specs = {info.input_name: (SHAPE, "float32")}
+    with graph.as_default():
+        model = OnceForAllRunner("resnet", sess, specs, info.output_node_names, workspace=str(tmp_path)).ofa_model(
+            (0.25, 0.5, 0.75))
+    calibration = [{info.input_name: np.random.RandomState(1).rand(8, 28, 28, 1).astype(np.float32)}]
+    latency = costs.make(costs.latency_model(1), model.analysis, model.order)
+    front = model.search(eval_fn, calibration, latency=(0.4, 0.6), population=4, generations=1, seed=0)
+    assert front and all(0.4 <= latency(s.widths) / latency.total <= 0.6 for s in front)
+    with pytest.raises(Tf1PruneError, match="latency is a"):
+        model.search(eval_fn, calibration, 0, model.full_macs, latency=(0.4, 0.6))
+
+
 def test_search_records_failures_and_refuses_bad_input(tmp_path):
     graph, sess, info = keras_model("resnet", learning_phase=0)
     specs = {info.input_name: (SHAPE, "float32")}

@@ -26,7 +26,7 @@ flags.DEFINE_string("channel_divisible", "auto", "Kept channels per group are a 
                     "once, then cached), capped so the median group keeps four widths; 1: no rounding.")
 flags.DEFINE_string("sparse_graph", None, "Also write the same-shape graph with the pruned channels zeroed.")
 flags.DEFINE_string("output_spec", None, "Also write the spec that was applied (JSON).")
-flags.DEFINE_integer("search", 0, "With --sparsity: score this many candidate allocations (one-step search: "
+flags.DEFINE_integer("search", 0, "With --sparsity or --latency_target: score this many candidate allocations (one-step search: "
                      "BatchNorm recalibrated on --calibration_data, agreement with the original outputs) and "
                      "keep the best; 0: the uniform allocation.", lower_bound=0)
 flags.DEFINE_string("calibration_data", None, "Unlabelled inputs: a .npz file with one array per input (named like "
@@ -103,8 +103,6 @@ def _check_args():
         if FLAGS.latency_target is None:
             raise Tf1PruneError("--batch and --threads apply to --latency_target")
         cli.batches(one=True)
-    if FLAGS.latency_target is not None and FLAGS.search:
-        raise Tf1PruneError("--search takes --sparsity; a --latency_target is met by measuring, not by search")
     for name in ("sparsity", "ratio", "latency_target"):
         value = FLAGS[name].value
         if value is not None and not 0 < value < 1:
@@ -115,8 +113,8 @@ def _check_args():
                                 "keeps its own counts)")
         from tf1prune.choose import divisible
         divisible.check(FLAGS.channel_divisible)
-    if FLAGS.search and FLAGS.sparsity is None:
-        raise Tf1PruneError("--search needs --sparsity")
+    if FLAGS.search and FLAGS.sparsity is None and FLAGS.latency_target is None:
+        raise Tf1PruneError("--search needs --sparsity or --latency_target")
     if FLAGS.search and not FLAGS.calibration_data:
         raise Tf1PruneError("--search needs --calibration_data (its candidates are scored on those inputs)")
     if FLAGS["search_metric"].present and not FLAGS.search:
@@ -186,7 +184,7 @@ def _latency(analysis, batches):
         print("warning: the closest slim graph runs in %.3f of the original's time, not %.2f%s"
               % (found.measured, FLAGS.latency_target, " (this model's time does not fall below that with fewer "
                                                         "channels)" if found.measured > FLAGS.latency_target else ""))
-    return found.spec
+    return found.spec, found
 
 
 def _say_divisible(value):
@@ -200,10 +198,14 @@ def _say_divisible(value):
 
 def _search(analysis, batches):
     """The spec of the best candidate, and its BatchNorm statistics (what it was scored with)."""
+    from tf1prune.choose import costs
     from tf1prune.workflows import frozen
-    found = frozen.search_graph_def(analysis, FLAGS.sparsity, batches, FLAGS.search, FLAGS.search_metric,
+    target, cost = FLAGS.sparsity, "macs"
+    if FLAGS.latency_target is not None:   # candidates on the latency model, the winner measured
+        target, cost = 1.0 - FLAGS.latency_target, costs.latency_model(cli.batches(one=True)[0], FLAGS.threads)
+    found = frozen.search_graph_def(analysis, target, batches, FLAGS.search, FLAGS.search_metric,
                                     FLAGS.criterion, FLAGS.channel_divisible, progress=True,
-                                    best_effort=FLAGS.best_effort)
+                                    best_effort=FLAGS.best_effort, cost=cost)
     if frozen.divisible.is_auto(FLAGS.channel_divisible):
         _say_divisible(found.spec.channel_divisible)
     scores = [score for _, score, _ in found.results]
@@ -212,7 +214,24 @@ def _search(analysis, batches):
           % (len(found.results), FLAGS.search_metric, scores[0] if scores[0] is not None else float("nan"),
              max(known), min(known)))
     found.spec.warning = found.warning
+    if FLAGS.latency_target is not None:
+        _say_latency(analysis, found.spec)
     return found.spec, found.statistics
+
+
+def _say_latency(analysis, spec):
+    """Time the slim graph of ``spec`` against the original and print the ratio to --latency_target."""
+    from tf1prune.apply import slim
+    from tf1prune.measure.latency import measure
+    batch = cli.batches(one=True)[0]
+    stats = measure([analysis.view.graph_def, slim.apply_slim(analysis.plan(spec))], analysis.view.output_node_names,
+                    analysis.view.input_specs, batch=batch, threads=FLAGS.threads, runs=30, progress=None)
+    ratio = stats[1].median / stats[0].median
+    print("latency target %.2f: the searched graph measures %.3f (%.3f -> %.3f ms, batch %d)"
+          % (FLAGS.latency_target, ratio, stats[0].median, stats[1].median, batch))
+    if abs(ratio / FLAGS.latency_target - 1) > 0.07:
+        print("warning: %.3f is more than 7%% from the target: without --search, --latency_target re-fits and "
+              "tries again" % ratio)
 
 
 def _refine(plan, batches):
@@ -258,12 +277,20 @@ def _write_all(outputs):
         print("%-13s %s" % (what + ":", path))
 
 
-def _report(analysis, spec, before, measured, directory, refinement):
+def _report(analysis, spec, before, measured, directory, refinement, latency=None):
     """Write the --report folder; ``measured`` receives the slim graph's MACs/params report."""
     from tf1prune.core import flops
     from tf1prune.report import write_report
     measured.append(flops.count(cli.load_and_analyze(FLAGS.output_graph, note=False)))
+    layers, millis = None, None
+    if latency is not None:
+        from tf1prune.workflows.latency_target import layer_shares
+        shares = layer_shares(analysis, latency.plan.choice)
+        layers = [(t.node, latency.profile.layer_millis(t.node, 1.0), latency.profile.layer_millis(
+            t.node, shares.get(t.node, 1.0))) for t in latency.profile.timings]
+        millis = next(a.millis for a in latency.attempts if a.measured == latency.measured)
     write_report(directory, analysis, spec, before=before, after=measured[0], refinement=refinement,
+                 layer_latency=layers, latency_ms=millis,
                  sizes=(os.path.getsize(FLAGS.input_graph), os.path.getsize(FLAGS.output_graph)),
                  title="tf1prune-convert: %s \u2192 %s"
                  % (os.path.basename(FLAGS.input_graph), os.path.basename(FLAGS.output_graph)))
@@ -281,13 +308,13 @@ def main():
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
     fine = _fine_grained()
     batches = _calibration_batches(analysis) if FLAGS.calibration_data else None
-    statistics = None
+    statistics, latency = None, None
     if FLAGS.spec:
         spec = Spec.load(FLAGS.spec)
     elif FLAGS.search:
         spec, statistics = _search(analysis, batches)
     elif FLAGS.latency_target is not None:
-        spec = _latency(analysis, batches)
+        spec, latency = _latency(analysis, batches)
     elif FLAGS.sparsity is not None or FLAGS.ratio is not None:
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
                          channel_divisible=FLAGS.channel_divisible, best_effort=FLAGS.best_effort,
@@ -325,6 +352,7 @@ def main():
     before, measured = flops.count(analysis), []
     if FLAGS.report:   # last: it reads the written slim graph, and a failure removes the other outputs
         outputs.append(("report", FLAGS.report, functools.partial(_report, analysis, spec, before, measured,
+                                                          latency=latency,
                                                           refinement=refinement)))
     _write_all(outputs)
     unneeded = slim.unneeded_nodes(analysis)

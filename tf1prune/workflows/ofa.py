@@ -238,6 +238,27 @@ class ElasticModel:
         return SandwichCallback()
 
     # --- search and export ------------------------------------------------
+    def _budget(self, min_macs, max_macs, latency, batch):
+        """The search's budget test ``within(widths)`` (with ``within.text`` for messages)."""
+        if latency is not None:
+            low, high = latency
+            if not 0 < low <= high <= 1 or min_macs is not None or max_macs is not None:
+                raise Tf1PruneError("latency is a (low, high) share of the full network's, 0 < low <= high <= 1, "
+                                    "given instead of min_macs/max_macs; got %r" % (latency,))
+            model = costs.make(costs.latency_model(batch), self.analysis, self.order)
+
+            def within(w):
+                return low <= model(self._checked(w)) / model.total <= high
+            within.text = "%.2f-%.2f of the full network's latency" % (low, high)
+            return within
+        if min_macs is None or max_macs is None or not 0 <= min_macs <= max_macs:
+            raise Tf1PruneError("need 0 <= min_macs <= max_macs, got %r and %r" % (min_macs, max_macs))
+
+        def within(w):
+            return min_macs <= self.macs(w) <= max_macs
+        within.text = "[%d, %d] MACs" % (min_macs, max_macs)
+        return within
+
     def evaluate(self, widths_list, eval_fn, calibration_data, executor=None):
         """``[(metric or None, error)]`` of each widths: BatchNorm re-estimated on
         ``calibration_data``, then ``eval_fn(frozen graph_def)`` of the sparse sub-network (the weights
@@ -254,16 +275,17 @@ class ElasticModel:
     def _key(self, widths):
         return ",".join(str(widths[g]) for g in self.gids)
 
-    def search(self, eval_fn, calibration_data, min_macs, max_macs, population=16, generations=4,
+    def search(self, eval_fn, calibration_data, min_macs=None, max_macs=None, population=16, generations=4,
                parents=0.25, mutate_prob=0.2, higher_is_better=True, seed=0, path=None, executor=None,
-               recompute=False):
-        """Evolutionary search in ``[min_macs, max_macs]``; returns the Pareto front (fewest MACs
+               recompute=False, latency=None, batch=1):
+        """Evolutionary search in ``[min_macs, max_macs]`` (or, with ``latency=(low, high)``, among the
+        sub-networks whose predicted latency on this machine at ``batch`` is that share of the full
+        network's: :mod:`tf1prune.measure.layer_latency`); returns the Pareto front (fewest MACs
         first, each :class:`Subnet` better than every cheaper one).  Every evaluated sub-network and the
         front are kept in a result store at ``path`` (default ``<workspace>/<model>.ofa_search.json``),
         tied to the graph and its weights: a rerun does not evaluate a sub-network twice, retries
         failed ones, and ``recompute=True`` starts over."""
-        if not 0 <= min_macs <= max_macs:
-            raise Tf1PruneError("need 0 <= min_macs <= max_macs, got %r and %r" % (min_macs, max_macs))
+        within = self._budget(min_macs, max_macs, latency, batch)
         calibration_data = calibrate.feed_batches(calibration_data)
         rng, seen, scored = np.random.RandomState(seed), set(), []
         sign = 1.0 if higher_is_better else -1.0
@@ -275,7 +297,7 @@ class ElasticModel:
 
         def fits(w):
             key = tuple(w[g] for g in self.gids)
-            if key in seen or not min_macs <= self.macs(w) <= max_macs:
+            if key in seen or not within(w):
                 return False
             seen.add(key)
             return True
@@ -291,8 +313,8 @@ class ElasticModel:
 
         batch = fill(lambda: self.sample(rng, level=rng.rand()), population)
         if not batch:
-            raise Tf1PruneError("no sub-network found within [%d, %d] MACs (the widths span %d to %d)"
-                                % (min_macs, max_macs, self.macs(self.min_widths()), self.full_macs))
+            raise Tf1PruneError("no sub-network found within %s (the widths span %d to %d MACs)"
+                                % (within.text, self.macs(self.min_widths()), self.full_macs))
         with Patcher(self.analysis, frozen, calibration_data) as patcher:
             for generation in range(generations + 1):
                 if not batch:
@@ -315,7 +337,7 @@ class ElasticModel:
                             for g, c in w.items()}
                 batch = fill(child, population)
         if not scored:
-            raise Tf1PruneError("no sub-network in [%d, %d] MACs could be evaluated" % (min_macs, max_macs))
+            raise Tf1PruneError("no sub-network within %s could be evaluated" % within.text)
         front = pareto_front(scored, higher_is_better)
         store.extra.update(full_macs=self.full_macs, front=[
             {"macs": s.macs, "metric": s.metric, "widths": {str(g): c for g, c in s.widths.items()}} for s in front])

@@ -133,13 +133,27 @@ class OneStepPruningRunner(SessionPruner):
         self._searched = {}   # search path -> (spec when it began, the weights it scored)
         super().__init__(*args, **kwargs)
 
-    def _search_path(self, sparsity):
+    def _search_path(self, sparsity, latency=None):
+        if latency is not None:
+            return self._path("%s_latency_%g.search" % (self.model_name, latency))
         return self._path("%s_sparsity_%g.search" % (self.model_name, sparsity))
+
+    @staticmethod
+    def _target(sparsity, latency, batch):
+        """``(share of the cost to remove, cost model, tag)`` of a MACs ``sparsity`` or a ``latency``."""
+        if latency is not None:
+            latency = spec_lib.check_fraction("latency", latency)
+            return 1.0 - latency, costs.latency_model(batch), "latency_%g" % latency
+        if sparsity is None:
+            raise Tf1PruneError("give a sparsity or a latency")
+        sparsity = spec_lib.check_fraction("sparsity", sparsity)
+        return sparsity, "macs", "sparsity_%g" % sparsity
 
     def search(self, eval_fn, calibration_data, num_subnet=20, sparsity=0.5, gpu_ids=None, executor=None,
                higher_is_better=True, spread=0.3, seed=0, max_rejections=None, recompute=False,
-               progress=True):
-        """Sample ``num_subnet`` candidates at a MACs ``sparsity``, recalibrate each one's BatchNorm on
+               progress=True, latency=None, batch=1):
+        """Sample ``num_subnet`` candidates at a MACs ``sparsity`` (or, with ``latency``, at that share of
+        the original's latency on this machine at ``batch``, on the latency cost model), recalibrate each one's BatchNorm on
         ``calibration_data`` (feed dicts, or a callable returning them), score it with
         ``eval_fn(frozen_graph_def)`` (a float, or per-example scores as a 1-D array: then :meth:`prune`
         keeps uniform unless a candidate is better beyond noise), and keep them in
@@ -151,7 +165,7 @@ class OneStepPruningRunner(SessionPruner):
         ``progress``: a bar with an ETA on a terminal (see :mod:`tf1prune.progress`).
         Returns the :class:`Search`.
         """
-        sparsity = spec_lib.check_fraction("sparsity", sparsity)
+        share, cost, _ = self._target(sparsity, latency, batch)
         if isinstance(num_subnet, bool) or not isinstance(num_subnet, int) or num_subnet < 1:
             raise Tf1PruneError("num_subnet must be a positive integer, got %r" % (num_subnet,))
         calibration_data = self.criterion_data = calibrate.feed_batches(calibration_data)
@@ -160,19 +174,19 @@ class OneStepPruningRunner(SessionPruner):
         order, cap = self._pruned_ranking(analysis)
         devices = list(gpu_ids) if gpu_ids else default_devices()
         engine = Engine(self.frozen, eval_fn, devices, executor, self.workspace)
-        path = self._search_path(sparsity)
+        path = self._search_path(sparsity, latency)
         done = self._finished(path, analysis, engine.weights, num_subnet, recompute)
         if done is not None:
             return done
-        search = Search.open(path, analysis.digest(), engine.weights, sparsity, higher_is_better, recompute)
+        search = Search.open(path, analysis.digest(), engine.weights, share, higher_is_better, recompute)
         store = search.store
         if store.entries and search.cap is not None:   # resuming: the constraints the search began with
             cap = search.cap
         store.extra["cap"] = {str(g): n for g, n in cap.items()} if cap else None
         known = len(search.candidates)
         if known < num_subnet:
-            wanted = sample_candidates(analysis, order, sparsity, num_subnet, self.channel_divisible, spread, seed,
-                                       max_rejections, cap)
+            wanted = sample_candidates(analysis, order, share, num_subnet, self.channel_divisible, spread, seed,
+                                       max_rejections, cap, cost=cost)
             macs = costs.make("macs", analysis, order)
             for i, counts in enumerate(wanted[known:], known):
                 store.record(i, None, None, counts={str(g): n for g, n in counts.items()}, macs=int(macs(counts)))
@@ -206,8 +220,9 @@ class OneStepPruningRunner(SessionPruner):
         nodes = analysis.view.nodes
         return {name: build.const_value(nodes[name]) for name in analysis.bindings if name in self.variables}
 
-    def prune(self, sparsity, index=None, calibration=None, data_free="compensate", reconstruct=True):
-        """Prune in place to the searched candidate at ``sparsity`` that :meth:`Search.choice` picks (the
+    def prune(self, sparsity=None, index=None, calibration=None, data_free="compensate", reconstruct=True,
+              latency=None):
+        """Prune in place to the searched candidate at ``sparsity`` (or ``latency``) that :meth:`Search.choice` picks (the
         best one that beats uniform beyond noise, given per-example scores), or the ``index``-th best;
         returns ``(shape_tensors, masks)`` with the masks semantics of :class:`IterativePruningRunner`.
 
@@ -215,11 +230,12 @@ class OneStepPruningRunner(SessionPruner):
         same search in this process, the channels that one removed are restored first.  Without them
         (a new process), a candidate that keeps channels the session has lost is refused.
         ``calibration``, ``data_free``, ``reconstruct``: as :meth:`IterativePruningRunner.prune`."""
-        sparsity = spec_lib.check_fraction("sparsity", sparsity)
-        path = self._search_path(sparsity)
+        _, _, tag = self._target(sparsity, latency, 1)
+        path = self._search_path(sparsity, latency)
         if not os.path.exists(path):
-            raise Tf1PruneError("no search at %.1f%% fewer MACs for %r: call search() first"
-                                % (100 * sparsity, self.model_name))
+            raise Tf1PruneError("no search at %s for %r: call search() first"
+                                % ("%.1f%% fewer MACs" % (100 * sparsity) if latency is None
+                                   else "a latency of %g" % latency, self.model_name))
         analysis = self._refresh()
         if calibration is not None:
             calibration = calibrate.feed_batches(calibration)
@@ -232,7 +248,7 @@ class OneStepPruningRunner(SessionPruner):
             raise Tf1PruneError("index must be in [0, %d), got %r" % (len(ranked), index))
         if index is None:
             picked, why = search.choice()
-            tf.logging.info("prune: candidate %d of the search at %g: %s", picked, sparsity, why)
+            tf.logging.info("prune: candidate %d of the search at %s: %s", picked, tag, why)
         else:
             picked = ranked[index]
         counts = search.candidates[picked]["counts"]
@@ -248,7 +264,7 @@ class OneStepPruningRunner(SessionPruner):
                                 "checkpoint) and prune again" % (picked, lost[0]))
         spec = spec_lib.spec_from_counts(analysis, order, counts, self.criterion, self.channel_divisible)
         self._refined(spec, calibration, data_free, reconstruct)
-        return self._save_spec(spec, "sparsity_%g" % sparsity)
+        return self._save_spec(spec, tag)
 
     def _restore(self, spec, weights):
         """Back to the state a search began in: ``spec`` pruned, the other channels with ``weights``."""
