@@ -422,7 +422,7 @@ def test_convert_tflite_names_the_op_it_cannot_take_and_keeps_the_pb(tmp_path):
     code, text, err = run_tool("convert", "--input_graph", src, "--output_graph", out, "--output_node_names",
                                "logits", "--input_specs", "x:0=1,8,8,3", "--ratio", "0.5", "--tflite", lite)
     assert code == 2 and len(err) == 1, (code, text, err)
-    assert err[0].startswith("error: TFLite cannot convert the graph: op BesselI0e (node 'odd/BesselI0e')"), err
+    assert err[0].startswith("error: TFLite cannot convert the graph: op BesselI0e") and "odd/BesselI0e" in err[0], err
     assert "MACs reduction" in text and os.path.exists(out) and not os.path.exists(lite)
     code, _, err = run_tool("convert", "--input_graph", src, "--output_graph", out, "--output_node_names", "logits",
                             "--ratio", "0.5", "--tflite_select_ops")
