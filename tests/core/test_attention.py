@@ -108,3 +108,29 @@ def test_channel_rounding_counts_channels_not_heads():
     spec = tf1prune.make_spec(analysis, ratio=0.5, channel_divisible=8)
     kept = {g.id: len(g.keep) for g in spec.groups}
     assert kept[heads.id] == 4 and kept[ffn.id] % 8 == 0
+
+
+def test_keras_dense_attention_through_tensordot():
+    """Keras Dense layers on ``[B, T, H]`` (Tensordot: reshapes around a MatMul) feeding the heads."""
+    import tf_keras as keras
+    from helpers import freeze
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.placeholder(tf.float32, [None, SEQ, HIDDEN], name="x")
+
+        def split(t):
+            return tf.transpose(tf.reshape(t, [-1, SEQ, HEADS, HIDDEN // HEADS]), [0, 2, 1, 3])
+        q, k, v = (split(keras.layers.Dense(HIDDEN, name=n)(x)) for n in ("q", "k", "v"))
+        probs = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) / 2.0)
+        context = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]), [-1, SEQ, HIDDEN])
+        out = keras.layers.Dense(HIDDEN, name="o")(context)
+        tf.identity(keras.layers.Dense(3, name="head")(tf.reduce_mean(x + out, 1)), name="logits")
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            gd = freeze(sess, ["logits"])
+    specs = {"x:0": ((1, SEQ, HIDDEN), "float32")}
+    analysis = tf1prune.analyze(gd, specs, ["logits"])
+    heads = analysis.group_by_node("q/Tensordot/MatMul")
+    assert heads.prunable and heads.channels == HEADS and {"k/Tensordot/MatMul", "v/Tensordot/MatMul"} <= set(
+        heads.nodes)
+    check_slim_equals_sparse(gd, specs, ["logits"], ratio=0.5, analysis=analysis)
