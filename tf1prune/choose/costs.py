@@ -162,7 +162,6 @@ class LatencyModel(MacsModel):
     def __init__(self, analysis, ranking):
         super().__init__(analysis, ranking)
         self.full = self.terms_at({g.id: g.channels for g in analysis.groups if g.prunable})
-        self.total_macs = sum(self.full)
 
     @property
     def profile(self):
@@ -180,17 +179,11 @@ class LatencyModel(MacsModel):
         return LatencyModel._profiles[key]
 
     def shares(self, counts):
-        """``(per-layer kept MACs share, the model's MACs share)`` at ``counts``."""
-        per_layer = self.terms_at(counts)
-        shares = {layer.node: m / f if f else 1.0 for layer, m, f in zip(self.layers, per_layer, self.full)}
-        return shares, sum(per_layer) / max(self.total_macs, 1)
+        """Per layer, its kept MACs share at ``counts``."""
+        return {layer.node: m / f if f else 1.0 for layer, m, f in zip(self.layers, self.terms_at(counts), self.full)}
 
     def __call__(self, counts):
-        return self.profile.predict(self.shares(counts)[0])
-
-    @property
-    def problem(self):
-        return super().problem
+        return self.profile.predict(self.shares(counts))
 
 
 def latency_model(batch=1, threads=0):

@@ -167,7 +167,8 @@ def _calibration_batches(analysis):
 
 def _latency(analysis, batches):
     """The spec whose slim graph runs nearest --latency_target of the original's time here."""
-    from tf1prune.workflows.latency_target import layer_shares, prune_to_latency
+    from tf1prune.measure.layer_latency import layer_shares
+    from tf1prune.workflows.latency_target import prune_to_latency
     found = prune_to_latency(analysis, FLAGS.latency_target, batch=cli.batches(one=True)[0], threads=FLAGS.threads,
                              criterion=FLAGS.criterion, channel_divisible=FLAGS.channel_divisible,
                              calibration=batches)
@@ -222,10 +223,11 @@ def _search(analysis, batches):
 def _say_latency(analysis, spec):
     """Time the slim graph of ``spec`` against the original and print the ratio to --latency_target."""
     from tf1prune.apply import slim
-    from tf1prune.measure.latency import measure
+    from tf1prune.measure.latency import measure_settled
     batch = cli.batches(one=True)[0]
-    stats = measure([analysis.view.graph_def, slim.apply_slim(analysis.plan(spec))], analysis.view.output_node_names,
-                    analysis.view.input_specs, batch=batch, threads=FLAGS.threads, runs=30, progress=None)
+    stats, _ = measure_settled([analysis.view.graph_def, slim.apply_slim(analysis.plan(spec))],
+                               analysis.view.output_node_names, analysis.view.input_specs, batch=batch,
+                               threads=FLAGS.threads)
     ratio = stats[1].median / stats[0].median
     print("latency target %.2f: the searched graph measures %.3f (%.3f -> %.3f ms, batch %d)"
           % (FLAGS.latency_target, ratio, stats[0].median, stats[1].median, batch))
@@ -284,7 +286,7 @@ def _report(analysis, spec, before, measured, directory, refinement, latency=Non
     measured.append(flops.count(cli.load_and_analyze(FLAGS.output_graph, note=False)))
     layers, millis = None, None
     if latency is not None:
-        from tf1prune.workflows.latency_target import layer_shares
+        from tf1prune.measure.layer_latency import layer_shares
         shares = layer_shares(analysis, latency.plan.choice)
         layers = [(t.node, latency.profile.layer_millis(t.node, 1.0), latency.profile.layer_millis(
             t.node, shares.get(t.node, 1.0))) for t in latency.profile.timings]

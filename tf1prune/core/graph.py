@@ -131,7 +131,7 @@ class GraphView:
         self.tf_graph = self._import(batch_size)
         self.measured, self.measure_error = {}, None
         if measure:
-            self._measure_unknown_shapes(batch_size)
+            self._measure_unknown_shapes()
         for name in self.output_node_names:
             if ":" in name and not name.split(":", 1)[1].isdigit():
                 raise Tf1PruneError("output %r: expected a node name or node:index" % name)
@@ -205,7 +205,7 @@ class GraphView:
             depth[name] = (frame, branch)
         return {name for name, d in depth.items() if any(d)}
 
-    def _measure_unknown_shapes(self, batch_size):
+    def _measure_unknown_shapes(self):
         """Shapes TensorFlow's inference leaves unknown, from one run on inputs of the spec:
         ``self.measured`` maps tensor -> shape; ``self.measure_error`` says why a run failed."""
         skip = self._unfetchable()

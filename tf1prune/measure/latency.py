@@ -139,3 +139,25 @@ def measure(graph_defs, output_node_names, input_specs=None, batch=1, threads=0,
             r.sess.close()
     return [Stats(float(np.median(t)), float(np.percentile(t, 10)), float(np.percentile(t, 90)), len(t))
             for t in times]
+
+
+BUSY = 0.3   # median (p90 - p10) / median of the timed graphs above this: the machine was busy
+
+
+def noise(stats):
+    """The median relative spread ``(p90 - p10) / median`` of timed graphs."""
+    spreads = sorted((s.p90 - s.p10) / max(s.median, 1e-12) for s in stats)
+    return spreads[len(spreads) // 2] if spreads else 0.0
+
+
+def measure_settled(graph_defs, output_node_names, input_specs=None, batch=1, threads=0, runs=30, warmup=5,
+                    attempts=3, progress=None):
+    """``(stats, spread)``: :func:`measure`, again (up to ``attempts`` times) while the spread says the
+    machine was busy."""
+    for _ in range(max(1, attempts)):
+        stats = measure(graph_defs, output_node_names, input_specs, batch=batch, threads=threads, runs=runs,
+                        warmup=warmup, progress=progress)
+        spread = noise(stats)
+        if spread <= BUSY:
+            break
+    return stats, spread

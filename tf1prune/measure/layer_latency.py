@@ -22,7 +22,7 @@ are timed once and a second profile of the same model costs nothing but the end-
 Example::
 
     profile = LatencyProfile.build(analysis, batch=1)
-    print(profile.predict(counts, ranking) / profile.total)
+    print(profile.predict(layer_shares(analysis, choice)) / profile.total)
 """
 import collections
 import time
@@ -30,10 +30,10 @@ import time
 import numpy as np
 
 from tf1prune.errors import Tf1PruneError
+from tf1prune.measure.latency import BUSY
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25, 0.125)   # kept share of a layer's pruned channels
-BUSY = 0.3                               # (p90 - p10) / median above this: timed again
-TIMED = ("conv", "depthwise", "dense", "batch_matmul")
+TIMED = ("conv", "depthwise", "dense")
 
 LayerTiming = collections.namedtuple("LayerTiming", "node shares millis")
 LayerTiming.__doc__ = ("A timed layer: ``millis[i]`` at the kept MACs share ``shares[i]`` (ascending), from its "
@@ -41,8 +41,8 @@ LayerTiming.__doc__ = ("A timed layer: ``millis[i]`` at the kept MACs share ``sh
 
 
 def _op_graph(view, layer, fraction, batch):
-    """``(GraphDef, feed shape, output)`` of ``layer``'s op alone with ``fraction`` of its pruned
-    channels (input and output), or None when it is not an op timed alone."""
+    """``(GraphDef, input shape)`` of ``layer``'s op alone (input ``x``, output ``y``) with ``fraction``
+    of its pruned channels (input and output), or None when it is not an op timed alone."""
     import tensorflow.compat.v1 as tf
     from tf1prune.core.rules.layers import patch_geometry
     node = view.nodes[layer.node]
@@ -143,9 +143,9 @@ class LatencyProfile:
 
     def __init__(self, analysis, timings, calibration, batch, threads, seconds, cached):
         self.analysis, self.timings, self.batch, self.threads = analysis, timings, batch, threads
-        # [(layers' sum, end to end)]: unpruned, at half width, then every slim graph measured
         self.seconds, self.cached = seconds, cached
         self._index = {t.node: i for i, t in enumerate(timings)}
+        # [(layers' sum, end to end)]: unpruned, at half width, then every slim graph measured
         self.calibration = list(calibration)
         self.total = calibration[0][1]
         self._fit()
@@ -175,7 +175,7 @@ class LatencyProfile:
         return sum(self.layer_millis(t.node, 1.0 if shares is None else shares.get(t.node, 1.0))
                    for t in self.timings)
 
-    def predict(self, shares, macs_share=None):
+    def predict(self, shares):
         """Predicted end-to-end latency (ms) for per-layer kept MACs shares: the timed layers' sum,
         calibrated on the end-to-end runs (``scale`` x sum + ``offset``)."""
         return self.scale * self.layer_total(shares) + self.offset
@@ -264,7 +264,7 @@ class LatencyProfile:
                     pass
         else:
             ends = (entry["value"], entry["half"])
-        shares = _shares(analysis, half_choice)
+        shares = layer_shares(analysis, half_choice)
         sums = [sum(float(np.interp(1.0 if s is None else s.get(t.node, 1.0), t.shares, t.millis)) for t in out)
                 for s in (None, shares)]
         return cls(analysis, out, list(zip(sums, ends)), batch, threads, time.time() - start, cached)
@@ -287,23 +287,19 @@ def _half(analysis):
     return Choice.from_counts(analysis, ranking, allocation.counts_for_ratio(analysis, 0.5, 1))
 
 
-def _shares(analysis, choice):
+def layer_shares(analysis, choice):
+    """Per counted layer, its kept MACs share under ``choice``."""
     from tf1prune.core import flops
     full = {l.node: l.macs for l in flops.count(analysis).layers}
-    return {l.node: l.macs / max(full[l.node], 1) for l in flops.count(analysis, choice).layers}
+    return {l.node: l.macs / full[l.node] if full[l.node] else 1.0 for l in flops.count(analysis, choice).layers}
 
 
 def _end_to_end(analysis, half_choice, batch, threads, attempts=3):
     """``((ms unpruned, ms at half the channels), spread)``: the graph and its half-width slim graph
     timed end to end, interleaved (again while the machine is busy)."""
     from tf1prune.apply import slim
-    from tf1prune.measure.latency import measure
-    from tf1prune.measure.rounding import noise
+    from tf1prune.measure.latency import measure_settled
     half_gd = slim.apply_slim(analysis.plan(half_choice), validate=False)
-    for _ in range(max(1, attempts)):
-        stats = measure([analysis.view.graph_def, half_gd], analysis.view.output_node_names,
-                        analysis.view.input_specs, batch=batch, threads=threads, runs=30, warmup=5, progress=None)
-        spread = noise(stats)
-        if spread <= BUSY:
-            break
+    stats, spread = measure_settled([analysis.view.graph_def, half_gd], analysis.view.output_node_names,
+                                    analysis.view.input_specs, batch=batch, threads=threads, attempts=attempts)
     return (stats[0].median, stats[1].median), spread

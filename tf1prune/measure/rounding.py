@@ -22,7 +22,7 @@ from tf1prune.core import flops
 from tf1prune.core.choice import Choice
 from tf1prune.errors import Tf1PruneError
 
-BUSY = 0.3   # median (p90 - p10) / median of the timed graphs above this: the machine was busy
+from tf1prune.measure.latency import BUSY, noise  # noqa: F401  (noise: also this module's, as before)
 
 
 def _machine(threads):
@@ -54,12 +54,6 @@ def candidate_graphs(analysis, ratio=0.5, roundings=None):
         choice = Choice.from_counts(analysis, ranking, allocation.counts_for_ratio(analysis, ratio, r))
         out[r] = (slim.apply_slim(analysis.plan(choice), validate=False), flops.count(analysis, choice).macs)
     return out
-
-
-def noise(stats):
-    """The median relative spread ``(p90 - p10) / median`` of timed graphs."""
-    spreads = sorted((s.p90 - s.p10) / max(s.median, 1e-12) for s in stats)
-    return spreads[len(spreads) // 2] if spreads else 0.0
 
 
 def model_rounding(analysis, ratio=0.5, batch=1, threads=0, refresh=False, measure_fn=None, tolerance=0.95,

@@ -18,6 +18,7 @@ from tf1prune.choose import costs
 from tf1prune.choose.spec import make_spec
 from tf1prune.core import flops
 from tf1prune.errors import Tf1PruneError, check_fraction
+from tf1prune.measure.layer_latency import layer_shares
 
 Attempt = collections.namedtuple("Attempt", "predicted measured millis")
 Attempt.__doc__ = "One slim graph: predicted and measured latency ratios, and its milliseconds (slim, original)."
@@ -38,12 +39,6 @@ class LatencyPrune(collections.namedtuple("LatencyPrune", "spec plan slim_graph_
                                                   len(self.attempts), 100 * self.macs_ratio))
 
 
-def layer_shares(analysis, choice):
-    """Per counted layer, its kept MACs share under ``choice``."""
-    full = {l.node: l.macs for l in flops.count(analysis).layers}
-    return {l.node: l.macs / full[l.node] if full[l.node] else 1.0 for l in flops.count(analysis, choice).layers}
-
-
 def prune_to_latency(analysis, target, batch=1, threads=0, criterion="l1", channel_divisible=1, tolerance=0.07,
                      attempts=3, runs=30, values=None, calibration=None, progress=None):
     """The :class:`LatencyPrune` nearest ``target`` (the slim graph's share of the original's latency,
@@ -60,8 +55,7 @@ def meet_latency(analysis, target, choose, batch=1, threads=0, tolerance=0.07, a
     returns a spec removing ``sparsity`` of the ``cost`` model (any allocation: uniform, by
     sensitivity...)."""
     from tf1prune.apply import slim
-    from tf1prune.measure.latency import measure
-    from tf1prune.measure.rounding import noise
+    from tf1prune.measure.latency import measure_settled
     target = check_fraction("latency target", target)
     if attempts < 1:
         raise Tf1PruneError("attempts must be at least 1")
@@ -74,12 +68,9 @@ def meet_latency(analysis, target, choose, batch=1, threads=0, tolerance=0.07, a
         slim_gd = slim.apply_slim(plan)
         shares = layer_shares(analysis, plan.choice)
         predicted = profile.predict(shares) / profile.total
-        for _ in range(3):
-            stats = measure([analysis.view.graph_def, slim_gd], analysis.view.output_node_names,
-                            analysis.view.input_specs, batch=batch, threads=threads, runs=runs, warmup=5,
-                            progress=progress)
-            if noise(stats) <= 0.3:
-                break
+        stats, _ = measure_settled([analysis.view.graph_def, slim_gd], analysis.view.output_node_names,
+                                   analysis.view.input_specs, batch=batch, threads=threads, runs=runs,
+                                   progress=progress)
         measured = stats[1].median / stats[0].median
         tried.append(Attempt(predicted, measured, (stats[0].median, stats[1].median)))
         macs = flops.count(analysis, plan.choice).macs / max(flops.count(analysis).macs, 1)
