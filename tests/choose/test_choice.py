@@ -115,3 +115,35 @@ def test_cost_models_are_a_registry_and_budgets_ask_them_by_name(analysis):
         del costs.REGISTRY["test_wide"]
     with pytest.raises(Tf1PruneError, match="CostModel subclass"):
         costs.register("bad", object)
+
+
+def test_the_importance_allocation_prunes_where_little_importance_is_lost_for_much_cost():
+    """Data-free allocation: a group whose criterion importance sits in a few channels loses little by
+    losing the rest, so it is pruned more than uniform; the target holds, within ``max_shift``."""
+    def fn(x):
+        y = tf.nn.relu(conv(x, 32, "c1", 3))
+        y = tf.nn.relu(conv(y, 64, "c2", 3) + conv(x, 64, "skip", 1))
+        head(conv(y, 48, "c3", 3))
+    analysis = analyse(build(fn))
+    scores = criteria.unit_scores(analysis).astype(float)
+    groups = [g for g in analysis.groups if g.prunable]
+    concentrated = max(groups, key=lambda g: g.channels)
+    scores[concentrated.units] = 1e-3
+    scores[concentrated.units[:2]] = 10.0            # two channels hold this group's importance
+    order = allocation.rank_units(analysis, scores)
+    curves = allocation.importance_curves(order)
+    for gid, curve in curves.items():
+        drops = [d for _, d in curve]
+        assert drops == sorted(drops) and 0.0 <= drops[0] and drops[-1] <= 1.0
+    assert curves[concentrated.id][-2][1] < 0.01     # 90% removed: under 1% of its importance
+    uniform = allocation.solve_sparsity(analysis, order, 0.4)
+    counts = allocation.importance_allocation(analysis, order, 0.4)
+    assert counts[concentrated.id] < uniform[concentrated.id]
+    macs = costs.make("macs", analysis, order)
+    assert abs(1 - macs(counts) / macs.total - 0.4) <= allocation.TOLERANCE
+    for g in groups:
+        assert abs(counts[g.id] - uniform[g.id]) / g.channels <= 0.1 + 1.0 / g.channels
+    spec = tf1prune.make_spec(analysis, sparsity=0.4, values=None, allocation="importance")
+    assert abs(1 - tf1prune.count_macs(analysis, spec).macs / tf1prune.count_macs(analysis).macs - 0.4) <= 0.005
+    with pytest.raises(Tf1PruneError, match="allocation must be one of uniform, importance"):
+        tf1prune.make_spec(analysis, sparsity=0.4, allocation="greedy")

@@ -309,6 +309,33 @@ def test_convert_chooses_channels_by_the_reconstruction_criterion(mnist_pb, tmp_
     np.testing.assert_allclose(slim_out, sparse_out, rtol=1e-4, atol=1e-4)
 
 
+def test_convert_allocates_by_label_free_sensitivity_or_importance(mnist_pb, tmp_path, capsys):
+    """``--allocation sensitivity`` scores each group pruned alone on the calibration inputs and moves
+    the ratios away from uniform, still at the MACs target; ``importance`` needs no data."""
+    path, npz, x, out = mnist_pb
+    specs = {"input_1:0": ((1, 28, 28, 1), "float32")}
+    analysis = tf1prune.analyze(load_graph_def(path), specs, [out])
+    base = ["tf1prune-convert", "--input_graph", path, "--output_graph", str(tmp_path / "slim.pb"),
+            "--output_node_names", out, "--sparsity", "0.4", "--channel_divisible", "1"]
+    counts = {}
+    for allocation, extra in (("uniform", []), ("sensitivity", ["--calibration_data", npz, "--no_reconstruct"]),
+                              ("importance", [])):
+        spec = str(tmp_path / (allocation + ".json"))
+        assert convert_cli.main(base + ["--allocation", allocation, "--output_spec", spec] + extra) == 0
+        printed = capsys.readouterr().out
+        assert ("sensitivity: 7 groups x 9 ratios scored by kl agreement" in printed) == (allocation == "sensitivity")
+        loaded = tf1prune.Spec.load(spec)
+        removed = 1 - tf1prune.count_macs(analysis, loaded).macs / tf1prune.count_macs(analysis).macs
+        assert abs(removed - 0.4) <= 0.005, (allocation, removed)
+        counts[allocation] = loaded.counts(analysis)
+    assert counts["sensitivity"] != counts["uniform"]
+    for bad, message in ((["--allocation", "sensitivity"], "--allocation sensitivity needs --calibration_data"),
+                         (["--allocation", "importance", "--search", "2", "--calibration_data", npz],
+                          "--allocation applies to --sparsity and --latency_target (not --search)")):
+        assert convert_cli.main(base + bad) == 2
+        assert message in capsys.readouterr().err
+
+
 def run_convert(capsys, *extra, path):
     code = convert_cli.main(["tf1prune-convert", "--input_graph", path, "--output_node_names", "logits"]
                             + list(extra))

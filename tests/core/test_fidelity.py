@@ -52,6 +52,23 @@ def test_slim_graph_keeps_static_shapes_after_keras_if(tmp_path):
     assert pools and all(shapes[p].as_list()[1:] == static_shapes(gd)[p].as_list()[1:-1] + [shapes[p][-1]]
                          and shapes[p][-1] is not None for p in pools)
     assert not a.keep.all() and a.macs_after < a.macs_before   # channels were removed through the If
+    # every recorded output shape of a call op holds the tensor it produces, read or not (a BatchNorm
+    # If's batch statistics are not read: their channel count is unknown, not the old one)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(slim_gd, name="")
+    calls = [n for n in slim_gd.node if n.op in ("If", "StatelessIf")]
+    fetched = [graph.get_tensor_by_name("%s:%d" % (n.name, i)) for n in calls
+               for i in range(len(n.attr["output_shapes"].list.shape))
+               if graph.get_tensor_by_name("%s:%d" % (n.name, i)).dtype == tf.float32]
+    x = {name + ":0" if ":" not in name else name: np.zeros((2,) + spec[0][1:], np.float32)
+         for name, spec in specs.items()}
+    with tf.Session(graph=graph) as sess:
+        values = sess.run(fetched, x)
+    for t, v in zip(fetched, values):
+        recorded = tf.TensorShape(next(n for n in calls if n.name == t.op.name).attr["output_shapes"]
+                                  .list.shape[t.value_index])
+        assert recorded.is_compatible_with(v.shape), (t.name, recorded, v.shape)
 
 
 # --- 2. while loops -----------------------------------------------------------------------------

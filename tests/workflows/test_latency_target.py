@@ -136,7 +136,9 @@ def test_convert_latency_target(fake_machine, resnet, tmp_path, capsys):
     page = open(tmp_path / "report" / "index.html").read()
     assert "Latency per layer" in page and "stem_conv/Conv2D" in page.split("Latency per layer")[1]
     for bad, message in ((["--latency_target", "0.6", "--sparsity", "0.5"], "give exactly one of"),
-                         (["--sparsity", "0.5", "--batch", "2"], "--batch and --threads apply to --latency_target"),
+                         (["--ratio", "0.5", "--channel_divisible", "4", "--batch", "2"],
+                          "--batch applies to --latency_target and to --channel_divisible auto"),
+                         (["--sparsity", "0.5", "--threads", "2"], "--threads applies to --latency_target"),
                          (["--latency_target", "1.5"], "--latency_target must be in (0, 1)"),
                          (["--latency_target", "0.6", "--batch", "1,8"], "--batch takes one batch size")):
         assert convert_cli.main(base + bad) == 2
@@ -202,3 +204,72 @@ def test_one_step_search_at_a_latency(fake_machine, tmp_path):
         assert (tmp_path / "m_latency_0.7.spec").exists()
         with pytest.raises(tf1prune.Tf1PruneError, match="no search at a latency of 0.5"):
             runner.prune(latency=0.5)
+
+
+def test_timings_are_cached_per_graph_not_per_channel_structure(fake_machine, resnet):
+    """A Keras BatchNorm frozen as an ``If`` and the same model with it fused have one channel structure
+    but run differently: their end-to-end timings and roundings are not shared."""
+    gd, specs, outs = resnet
+    as_if, _, _ = example_models.frozen_graph_def("resnet", learning_phase=None)
+    fused, branched = tf1prune.analyze(gd, specs, outs), tf1prune.analyze(as_if, specs, outs)
+    assert fused.digest() == branched.digest()
+    assert latency.graph_fingerprint(gd) != latency.graph_fingerprint(as_if)
+    again, _, _ = example_models.frozen_graph_def("resnet", learning_phase=0, seed=1)   # other weights
+    assert latency.graph_fingerprint(again) == latency.graph_fingerprint(gd)
+    ends = []
+    real = layer_latency._end_to_end
+    layer_latency._end_to_end = lambda *a, **k: (ends.append(1), real(*a, **k))[1]
+    try:
+        layer_latency.LatencyProfile.build(fused)
+        layer_latency.LatencyProfile.build(branched)
+        layer_latency.LatencyProfile.build(tf1prune.analyze(gd, specs, outs))
+    finally:
+        layer_latency._end_to_end = real
+    assert len(ends) == 2   # each graph once; the third build is the first graph again
+
+
+def test_auto_rounding_is_timed_at_the_latency_batch(fake_machine, resnet, monkeypatch, tmp_path):
+    from tf1prune.choose import divisible
+    from tf1prune.measure import rounding
+    gd, specs, outs = resnet
+    monkeypatch.delenv(divisible.PIN, raising=False)
+    timed = []
+    monkeypatch.setattr(rounding, "model_rounding", lambda analysis, ratio=0.5, batch=1, threads=0: (
+        timed.append(batch), (4, {}))[1])
+    found = prune_to_latency(tf1prune.analyze(gd, specs, outs), 0.6, batch=8, channel_divisible="auto")
+    assert timed == [8] and found.spec.channel_divisible == 4
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = IterativePruningRunner("m", sess, SPECS, OUT, workspace=str(tmp_path), channel_divisible="auto")
+        assert timed[-1] == 1    # the runner's own rounding: batch 1
+        runner.prune(latency=0.7, batch=8, strategy="uniform", best_effort=True)
+    assert timed[-1] == 8 and runner.latency_result.spec.channel_divisible == 4
+
+
+def test_runner_importance_strategy_prunes_to_a_sparsity_without_ana(tmp_path):
+    graph, sess, _ = seed_model()
+    with graph.as_default():
+        runner = IterativePruningRunner("m", sess, SPECS, OUT, workspace=str(tmp_path))
+        runner.prune(sparsity=0.4, strategy="importance")
+        macs = tf1prune.count_macs(runner.analysis)
+        assert abs(1 - tf1prune.count_macs(runner.analysis, runner.spec).macs / macs.macs - 0.4) <= 0.005
+        with pytest.raises(tf1prune.Tf1PruneError, match="'uniform' or 'importance' with a sparsity"):
+            runner.prune(threshold=0.1, strategy="importance")
+
+
+def test_convert_times_auto_rounding_at_the_batch_given(fake_machine, resnet, tmp_path, capsys, monkeypatch):
+    from tf1prune.choose import divisible
+    from tf1prune.cli import convert as convert_cli
+    from tf1prune.files import save_graph_def
+    from tf1prune.measure import rounding
+    gd, specs, outs = resnet
+    monkeypatch.delenv(divisible.PIN, raising=False)
+    timed = []
+    real = rounding.model_rounding
+    monkeypatch.setattr(rounding, "model_rounding", lambda *a, **k: (timed.append(a[2] if len(a) > 2 else k["batch"]),
+                                                                      real(*a, **k))[1])
+    src = str(tmp_path / "m.pb")
+    save_graph_def(gd, src)
+    assert convert_cli.main(["convert", "--input_graph", src, "--output_graph", str(tmp_path / "o.pb"),
+                             "--output_node_names", outs[0], "--sparsity", "0.5", "--batch", "16"]) == 0
+    assert timed == [16] and "timed on this machine at batch 16" in capsys.readouterr().out

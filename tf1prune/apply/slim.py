@@ -133,17 +133,25 @@ def _set_channels(shape, info, plan):
 
 
 def _call_hints(graph_def, plan):
-    """``output_shapes`` of call ops and the argument shape hints of the functions they call."""
+    """``output_shapes`` of call ops and the argument shape hints of the functions they call; returns
+    the unread outputs whose recorded dimensions were made unknown: ``[(node, output, dims)]``."""
     analysis = plan.analysis
+    unread = []
     functions = {f.signature.name: f for f in graph_def.library.function}
     rewritten = {}   # (function, arg) -> count set by an earlier call site
+    read = {i if ":" in i else i + ":0" for n in graph_def.node for i in n.input if not i.startswith("^")}
     for node in graph_def.node:
         call = rules.call_spec(node.op)
         if call is None or node.name not in analysis.view.nodes:
             continue
         if "output_shapes" in node.attr:
             for i, shape in enumerate(node.attr["output_shapes"].list.shape):
-                _set_channels(shape, analysis.tensor_info("%s:%d" % (node.name, i)), plan)
+                info = analysis.tensor_info("%s:%d" % (node.name, i))
+                if info is None and ("%s:%d" % (node.name, i)) not in read:   # unread: not analysed
+                    unread.append((node, i, [j for j, d in enumerate(shape.dim) if d.size >= 0]))
+                    for d in shape.dim:
+                        d.size = -1
+                _set_channels(shape, info, plan)
         args = analysis.view.data_inputs(node.name)[call.first_arg:]
         for attr in call.branches:
             function = functions.get(node.attr[attr].func.name)
@@ -160,14 +168,24 @@ def _call_hints(graph_def, plan):
                     for d, old in zip(shape.dim, before):   # call sites of other widths: unknown
                         if d.size != old:
                             d.size = -1
+    return unread
 
 
 def update_shape_hints(graph_def, plan, infer=True):
     """Recorded shapes get the kept channel counts: the ``output_shapes`` of call ops (If, While) and
-    the argument hints of their functions from the analysis; ``_output_shapes`` of the graph's nodes
+    the argument hints of their functions from the analysis (an output nothing reads: from its
+    branches' shape inference with ``infer``, else unknown); ``_output_shapes`` of the graph's nodes
     from TensorFlow's shape inference of the result (``infer``; else they are dropped).  Hints
     inside function bodies, which the analysis does not follow, are dropped."""
-    _call_hints(graph_def, plan)
+    unread = _call_hints(graph_def, plan)
+    if unread and infer:
+        view = GraphView(graph_def, plan.analysis.view.input_specs, plan.analysis.view.output_node_names)
+        for node, i, dims in unread:
+            inferred = view.tf_graph.get_tensor_by_name("%s:%d" % (node.name, i)).shape
+            shape = node.attr["output_shapes"].list.shape[i]
+            if inferred.dims is not None and len(inferred.dims) == len(shape.dim):
+                for j in dims:
+                    shape.dim[j].size = -1 if inferred[j] is None else int(inferred[j])
     for function in graph_def.library.function:
         function.attr.pop("_input_shapes", None)
         for node in function.node_def:

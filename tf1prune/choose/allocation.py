@@ -26,11 +26,12 @@ def keep_count(channels, ratio, divisible=1):
 
 class Ranking(dict):
     """Per prunable group, its units from most to least important; ``minimum[gid]``: the fewest
-    leading units that leave every segment (a producer, a split part) a channel."""
+    leading units that leave every segment (a producer, a split part) a channel; ``scores``: every
+    unit's criterion score (None when not known)."""
 
-    def __init__(self, order, minimum):
+    def __init__(self, order, minimum, scores=None):
         super().__init__(order)
-        self.minimum = minimum
+        self.minimum, self.scores = minimum, scores
 
 
 def rank_units(analysis, scores, pruned=None):
@@ -56,7 +57,8 @@ def rank_units(analysis, scores, pruned=None):
             rest = np.setdiff1d(np.arange(len(ranked)), required, assume_unique=True)
             order[g.id] = ranked[np.concatenate([required, rest]).astype(int)]
             minimum[g.id] = max(1, len(required))
-    return Ranking(order, minimum)
+    kept = np.asarray(scores, np.float64) if pruned is None else np.where(pruned, 0.0, scores)
+    return Ranking(order, minimum, kept)
 
 
 def unit_step(group, divisible):
@@ -192,6 +194,34 @@ def target_problem(analysis, order, counts, sparsity, cap=None, cost="macs"):
 
 
 MAX_RATIO = 0.95
+
+
+IMPORTANCE_RATIOS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
+
+
+def importance_curves(order):
+    """Per group, ``[(ratio, share of the group's importance removed)]``: the criterion's scores of the
+    units a ratio removes (the last-ranked ones) over the group's total, the data-free stand-in for a
+    measured sensitivity curve.  Units already pruned count nothing."""
+    if order.scores is None:
+        raise ValueError("the ranking has no scores")
+    curves = {}
+    for gid, ranked in order.items():
+        s = order.scores[ranked]
+        s = np.where(np.isfinite(s) & (s > 0), s, 0.0)
+        total = s.sum()
+        tail = np.concatenate([np.cumsum(s[::-1])[::-1], [0.0]])   # tail[k]: the score removed keeping k
+        curves[gid] = [(r, float(tail[len(s) - int(round(r * len(s)))] / total) if total > 0 else r)
+                       for r in IMPORTANCE_RATIOS]
+    return curves
+
+
+def importance_allocation(analysis, order, sparsity, divisible=1, cap=None, max_shift=0.1, cost="macs"):
+    """Per-group kept counts for a ``sparsity`` of ``cost`` that trade each group's share of criterion
+    importance removed against the cost it saves (:func:`sensitivity_allocation` on
+    :func:`importance_curves`): with ``cost="latency"`` the channels go where the time is."""
+    return sensitivity_allocation(analysis, order, importance_curves(order), sparsity, divisible, cap, max_shift,
+                                  cost)
 
 
 def sensitivity_allocation(analysis, order, curves, sparsity, divisible=1, cap=None, max_shift=0.1, cost="macs"):

@@ -76,10 +76,11 @@ def ratio_for(sparsity):
     return 1.0 - (1.0 - sparsity) ** 0.5
 
 
-def resolve(value, analysis, ratio=0.5):
+def resolve(value, analysis, ratio=0.5, batch=1, threads=0):
     """``channel_divisible`` as an int for ``analysis``: a positive integer as given; ``"auto"`` pinned by
-    ``TF1PRUNE_CHANNEL_DIVISIBLE`` or measured (:func:`tf1prune.measure.rounding.model_rounding`), capped
-    by :func:`model_cap`; ``ratio``: the channel ratio the model will be pruned at (where it is timed)."""
+    ``TF1PRUNE_CHANNEL_DIVISIBLE`` or measured (:func:`tf1prune.measure.rounding.model_rounding`) at
+    ``batch`` and ``threads``, capped by :func:`model_cap`; ``ratio``: the channel ratio the model will
+    be pruned at (where it is timed)."""
     value = check(value)
     if value != "auto":
         return value
@@ -94,4 +95,4 @@ def resolve(value, analysis, ratio=0.5):
     if analysis is None:
         raise Tf1PruneError("channel_divisible='auto' is measured on a model: analyse it first")
     from tf1prune.measure.rounding import model_rounding
-    return model_rounding(analysis, ratio)[0]
+    return model_rounding(analysis, ratio, batch, threads)[0]

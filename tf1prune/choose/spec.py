@@ -11,7 +11,8 @@ import json
 import warnings
 
 from tf1prune.choose import criteria, divisible
-from tf1prune.choose.allocation import counts_for_ratio, keep_count, rank_units, solve_sparsity, target_problem
+from tf1prune.choose.allocation import (counts_for_ratio, importance_allocation, keep_count, rank_units, solve_sparsity,
+                                       target_problem)
 from tf1prune.core.choice import Choice
 from tf1prune.errors import Tf1PruneError, check_fraction  # noqa: F401  (check_fraction: used by the runners)
 from tf1prune.files import atomic_write
@@ -134,8 +135,11 @@ def spec_from_counts(analysis, order, counts, criterion="l1", channel_divisible=
     return Spec.of(analysis, Choice.from_counts(analysis, order, counts), criterion, channel_divisible)
 
 
+ALLOCATIONS = ("uniform", "importance")
+
+
 def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", channel_divisible=1,
-              values=None, best_effort=False, cost="macs", calibration=None):
+              values=None, best_effort=False, cost="macs", calibration=None, allocation="uniform", batch=1):
     """Spec from a uniform ``ratio``, a ``sparsity`` target (the share of the ``cost`` model to remove:
     MACs by default, ``"params"``...) or per-group ``ratios``.
 
@@ -145,7 +149,11 @@ def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", 
     ``channel_divisible``.  A ``sparsity`` target that cannot be met within half a point (too
     little is prunable, the channel steps are too coarse, or the MACs total is incomplete) is an
     error; with ``best_effort`` the closest spec is returned and its ``warning`` says by how much
-    it misses.
+    it misses.  ``allocation`` spreads a ``sparsity`` over the groups: ``"uniform"`` (the same
+    share of every group) or ``"importance"`` (each group's share of criterion importance removed
+    traded against the cost it saves, within 0.1 of uniform:
+    :func:`~tf1prune.choose.allocation.importance_allocation`).  ``channel_divisible="auto"`` is
+    timed at ``batch`` (some kernels run odd channel counts slowly only on large batches).
 
     Example::
 
@@ -154,16 +162,21 @@ def make_spec(analysis, ratio=None, sparsity=None, ratios=None, criterion="l1", 
     """
     if sum(x is not None for x in (ratio, sparsity, ratios)) != 1:
         raise Tf1PruneError("give exactly one of ratio, sparsity or ratios")
+    if allocation not in ALLOCATIONS:
+        raise Tf1PruneError("allocation must be one of %s, got %r" % (", ".join(ALLOCATIONS), allocation))
     ratio = None if ratio is None else check_fraction("ratio", ratio)
     sparsity = None if sparsity is None else check_fraction("sparsity", sparsity)
     hint = ratio if ratio is not None else divisible.ratio_for(sparsity) if sparsity is not None else 0.5
-    requested, channel_divisible = channel_divisible, divisible.resolve(channel_divisible, analysis, hint)
+    requested, channel_divisible = channel_divisible, divisible.resolve(channel_divisible, analysis, hint, batch)
     scores = criteria.unit_scores(analysis, criterion, values, calibration)
     order = rank_units(analysis, scores)
     warning = None
     if sparsity is not None:
         for channel_divisible in divisible.steps(requested, channel_divisible):   # "auto" steps down
-            counts = solve_sparsity(analysis, order, sparsity, channel_divisible, cost=cost)
+            if allocation == "importance":
+                counts = importance_allocation(analysis, order, sparsity, channel_divisible, cost=cost)
+            else:
+                counts = solve_sparsity(analysis, order, sparsity, channel_divisible, cost=cost)
             warning = target_problem(analysis, order, counts, sparsity, cost=cost)
             if not warning:
                 break

@@ -41,7 +41,8 @@ flags.DEFINE_string("spec", None, "Pruning spec (JSON) to apply, as written by -
 flags.DEFINE_string("report", None, "Also write a visual report to this folder: index.html and its figures "
                     '(needs matplotlib: pip install "tf1prune[report]").')
 flags.DEFINE_list("batch", ["1"], "Batch sizes latency is measured at; each replaces the first dimension of every "
-                  "input (tf1prune-convert --latency_target and tf1prune-analyze --latency: one).")
+                  "input (one for tf1prune-convert --latency_target or --channel_divisible auto, and tf1prune-analyze "
+                  "--latency).")
 flags.DEFINE_integer("threads", 0, "intra- and inter-op threads (0: TensorFlow's default, all cores).", lower_bound=0)
 
 

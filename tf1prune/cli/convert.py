@@ -24,6 +24,12 @@ flags.DEFINE_enum("criterion", "l1", criteria.names(), "Channel importance crite
 flags.DEFINE_string("channel_divisible", "auto", "Kept channels per group are a multiple of this; 'auto' "
                     "(default): the rounding that makes this model's own layers fastest on this machine (timed "
                     "once, then cached), capped so the median group keeps four widths; 1: no rounding.")
+flags.DEFINE_enum("allocation", "uniform", ["uniform", "importance", "sensitivity"],
+                  "How --sparsity or --latency_target is spread over the groups: 'uniform' (the same share of every "
+                  "group), 'importance' (each group's share of --criterion importance removed traded against the "
+                  "MACs or time it saves), 'sensitivity' (needs --calibration_data: each group pruned alone at 9 "
+                  "ratios and scored by its KL agreement with the original outputs on those inputs, then traded the "
+                  "same way). Both stay within 0.1 of the uniform ratio per group.")
 flags.DEFINE_string("sparse_graph", None, "Also write the same-shape graph with the pruned channels zeroed.")
 flags.DEFINE_string("output_spec", None, "Also write the spec that was applied (JSON).")
 flags.DEFINE_integer("search", 0, "With --sparsity or --latency_target: score this many candidate allocations (one-step search: "
@@ -40,8 +46,9 @@ flags.DEFINE_bool("no_reconstruct", False, "With calibration inputs: skip the le
                   "(bias compensation and BatchNorm re-estimation only).")
 flags.DEFINE_integer("calibration_batch", None, "Batch size of --calibration_data (default: the inputs' fixed "
                      "batch, else 64).", lower_bound=1)
-flags.DEFINE_enum("search_metric", "kl", ["kl", "top1", "mse"], "Agreement with the original outputs: KL "
-                  "divergence of the softmax, top-1 agreement, or relative squared error.")
+flags.DEFINE_enum("search_metric", "kl", ["kl", "top1", "mse"], "Agreement with the original outputs (--search, "
+                  "--allocation sensitivity): KL divergence of the softmax, top-1 agreement, or relative squared "
+                  "error (outputs that are not [batch, classes]).")
 flags.DEFINE_float("weight_sparsity", None, "Fine-grained: zero this share of every layer's weights by "
                    "magnitude (after channel pruning, if any), in [0, 1).")
 flags.DEFINE_string("m_by_n", None, "Fine-grained N:M sparsity, e.g. 2:4: keep N of every M consecutive "
@@ -99,9 +106,13 @@ def _check_args():
     if len(given) > 1 or (not given and _fine_grained() is None):
         raise Tf1PruneError("give exactly one of --sparsity, --ratio, --latency_target or --spec (got %s), or "
                             "fine-grained options" % (", ".join("--" + n for n in given) or "none"))
-    if FLAGS["batch"].present or FLAGS["threads"].present:
-        if FLAGS.latency_target is None:
-            raise Tf1PruneError("--batch and --threads apply to --latency_target")
+    if FLAGS["threads"].present and FLAGS.latency_target is None:
+        raise Tf1PruneError("--threads applies to --latency_target")
+    if FLAGS["batch"].present:
+        from tf1prune.choose import divisible
+        if FLAGS.latency_target is None and not ((FLAGS.sparsity or FLAGS.ratio) and
+                                                 divisible.is_auto(FLAGS.channel_divisible)):
+            raise Tf1PruneError("--batch applies to --latency_target and to --channel_divisible auto")
         cli.batches(one=True)
     for name in ("sparsity", "ratio", "latency_target"):
         value = FLAGS[name].value
@@ -113,12 +124,17 @@ def _check_args():
                                 "keeps its own counts)")
         from tf1prune.choose import divisible
         divisible.check(FLAGS.channel_divisible)
+    if FLAGS["allocation"].present:
+        if FLAGS.sparsity is None and FLAGS.latency_target is None or FLAGS.search:
+            raise Tf1PruneError("--allocation applies to --sparsity and --latency_target (not --search)")
+        if FLAGS.allocation == "sensitivity" and not FLAGS.calibration_data:
+            raise Tf1PruneError("--allocation sensitivity needs --calibration_data (each group is scored on them)")
     if FLAGS.search and FLAGS.sparsity is None and FLAGS.latency_target is None:
         raise Tf1PruneError("--search needs --sparsity or --latency_target")
     if FLAGS.search and not FLAGS.calibration_data:
         raise Tf1PruneError("--search needs --calibration_data (its candidates are scored on those inputs)")
-    if FLAGS["search_metric"].present and not FLAGS.search:
-        raise Tf1PruneError("--search_metric applies to --search")
+    if FLAGS["search_metric"].present and not (FLAGS.search or FLAGS.allocation == "sensitivity"):
+        raise Tf1PruneError("--search_metric applies to --search and --allocation sensitivity")
     if FLAGS.calibration_batch is not None and not FLAGS.calibration_data:
         raise Tf1PruneError("--calibration_batch applies to --calibration_data")
     if FLAGS["data_free"].present and FLAGS.calibration_data:
@@ -168,10 +184,15 @@ def _calibration_batches(analysis):
 def _latency(analysis, batches):
     """The spec whose slim graph runs nearest --latency_target of the original's time here."""
     from tf1prune.measure.layer_latency import layer_shares
-    from tf1prune.workflows.latency_target import prune_to_latency
-    found = prune_to_latency(analysis, FLAGS.latency_target, batch=cli.batches(one=True)[0], threads=FLAGS.threads,
-                             criterion=FLAGS.criterion, channel_divisible=FLAGS.channel_divisible,
-                             calibration=batches)
+    from tf1prune.workflows.latency_target import meet_latency, prune_to_latency
+    batch = cli.batches(one=True)[0]
+    if FLAGS.allocation == "sensitivity":
+        found = meet_latency(analysis, FLAGS.latency_target, _sensitivity_choice(analysis, batches, FLAGS.latency_target,
+                                                                                 batch), batch, FLAGS.threads)
+    else:
+        found = prune_to_latency(analysis, FLAGS.latency_target, batch=batch, threads=FLAGS.threads,
+                                 criterion=FLAGS.criterion, channel_divisible=FLAGS.channel_divisible,
+                                 calibration=batches, allocation=FLAGS.allocation)
     _say_divisible(found.spec.channel_divisible)
     print("latency model: %d layers timed (%s, %.1f s); end to end = %.3f x the layers' sum + %.3f ms"
           % (len(found.profile.timings), "cached" if found.profile.cached else "measured", found.profile.seconds,
@@ -188,12 +209,35 @@ def _latency(analysis, batches):
     return found.spec, found
 
 
+def _sensitivity_choice(analysis, batches, kept, batch=1):
+    """``choose(cost, sparsity)``: the label-free sensitivity of every group on ``batches`` (measured
+    once), traded against the cost each saves; ``kept``: about the share of the cost kept (where
+    ``auto`` rounding is timed)."""
+    from tf1prune.choose import allocation, divisible
+    from tf1prune.choose.spec import spec_from_counts
+    from tf1prune.workflows.frozen import label_free_sensitivity
+    rounding = _say_divisible(divisible.resolve(FLAGS.channel_divisible, analysis, divisible.ratio_for(1.0 - kept),
+                                                batch))
+    curves, order = label_free_sensitivity(analysis, batches, FLAGS.search_metric, FLAGS.criterion, rounding,
+                                           progress=True)
+    print("sensitivity: %d groups x %d ratios scored by %s agreement on the calibration inputs"
+          % (len(curves), len(next(iter(curves.values()), ())), FLAGS.search_metric))
+
+    def choose(cost, sparsity):
+        counts = allocation.sensitivity_allocation(analysis, order, curves, sparsity, rounding, cost=cost)
+        spec = spec_from_counts(analysis, order, counts, FLAGS.criterion, rounding)
+        spec.warning = allocation.target_problem(analysis, order, counts, sparsity, cost=cost)
+        return spec
+    return choose
+
+
 def _say_divisible(value):
     from tf1prune.choose import divisible
     if divisible.is_auto(FLAGS.channel_divisible):
         from tf1prune.measure import rounding
         print("channel_divisible: auto -> %d (%s)" % (value, "pinned by %s" % divisible.PIN if os.environ.get(
-            divisible.PIN) else "this model's slim graphs timed on this machine, cached in %s" % rounding.cache_path()))
+            divisible.PIN) else "this model's slim graphs timed on this machine at batch %d, cached in %s"
+            % (cli.batches()[0], rounding.cache_path())))
     return value
 
 
@@ -317,10 +361,15 @@ def main():
         spec, statistics = _search(analysis, batches)
     elif FLAGS.latency_target is not None:
         spec, latency = _latency(analysis, batches)
+    elif FLAGS.sparsity is not None and FLAGS.allocation == "sensitivity":
+        spec = _sensitivity_choice(analysis, batches, 1.0 - FLAGS.sparsity, cli.batches(one=True)[0])("macs",
+                                                                                                   FLAGS.sparsity)
+        if spec.warning and not FLAGS.best_effort:
+            raise Tf1PruneError(spec.warning + " (--best_effort writes the closest)")
     elif FLAGS.sparsity is not None or FLAGS.ratio is not None:
         spec = make_spec(analysis, ratio=FLAGS.ratio, sparsity=FLAGS.sparsity, criterion=FLAGS.criterion,
                          channel_divisible=FLAGS.channel_divisible, best_effort=FLAGS.best_effort,
-                         calibration=batches)
+                         calibration=batches, batch=cli.batches(one=True)[0], allocation=FLAGS.allocation)
         _say_divisible(spec.channel_divisible)
     else:
         spec = make_spec(analysis, ratios={})   # channels untouched: fine-grained only

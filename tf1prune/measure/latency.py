@@ -141,6 +141,26 @@ def measure(graph_defs, output_node_names, input_specs=None, batch=1, threads=0,
             for t in times]
 
 
+def graph_fingerprint(graph_def):
+    """A digest of what a graph runs: every node's op, wiring and attributes (constants' values left
+    out) and its functions'.  Timings are cached under it: two graphs with the same channels but
+    other ops (a Keras BatchNorm as an ``If`` or fused) are timed apart."""
+    import hashlib
+    h = hashlib.sha256()
+
+    def add(nodes):
+        for n in nodes:
+            h.update(("%s|%s|%s|" % (n.name, n.op, ",".join(n.input))).encode())
+            for k in sorted(n.attr):
+                if k != "value":
+                    h.update(k.encode() + n.attr[k].SerializeToString(deterministic=True))
+    add(graph_def.node)
+    for f in sorted(graph_def.library.function, key=lambda f: f.signature.name):
+        h.update(f.signature.name.encode())
+        add(f.node_def)
+    return h.hexdigest()[:16]
+
+
 BUSY = 0.3   # median (p90 - p10) / median of the timed graphs above this: the machine was busy
 
 

@@ -17,7 +17,7 @@ Timings are medians of interleaved repeats after a warm-up; a layer timed while 
 busy (a large run-to-run spread) is timed again, and one that stays noisy is used but not cached.
 Good ones are cached per machine, TensorFlow version, threads, batch and layer shape
 (``~/.cache/tf1prune/latency-*.json``, ``TF1PRUNE_CACHE`` sets the folder), so identical layers
-are timed once and a second profile of the same model costs nothing but the end-to-end runs.
+are timed once; the end-to-end runs per graph (its ops and wiring, not only its channels) and batch.
 
 Example::
 
@@ -250,7 +250,8 @@ class LatencyProfile:
             order = np.argsort(shares)
             out.append(LayerTiming(layer.node, [shares[i] for i in order], [millis[i] for i in order]))
         from tf1prune.core import flops
-        key = "end to end|%s|%d MACs|batch %d" % (analysis.digest(), flops.count(analysis).macs, batch)
+        from tf1prune.measure.latency import graph_fingerprint
+        key = "end to end|%s|%s|batch %d" % (analysis.digest(), graph_fingerprint(view.graph_def), batch)
         entry = None if refresh else store.entries.get(key)
         half_choice = _half(analysis)
         if entry is None or entry.get("value") is None:

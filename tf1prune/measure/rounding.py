@@ -70,7 +70,8 @@ def model_rounding(analysis, ratio=0.5, batch=1, threads=0, refresh=False, measu
         return 1, {"why": "no rounding to choose: the groups are too small or none is prunable"}
     if analysis.uncounted:
         return 1, {"why": "the MACs total is incomplete (%s)" % analysis.uncounted[0][1]}
-    key = "%s|batch %d|ratio %g|%s" % (analysis.digest(), batch, ratio, ",".join(map(str, roundings)))
+    key = "%s|%s|batch %d|ratio %g|%s" % (analysis.digest(), latency.graph_fingerprint(analysis.view.graph_def),
+                                          batch, ratio, ",".join(map(str, roundings)))
     identity, settings = {"machine": _machine(threads)}, {"tolerance": tolerance}
     path = cache_path(threads)
     try:

@@ -1,4 +1,5 @@
-"""Workflows on a frozen graph alone (no session, no labels): the label-free one-step search.
+"""Workflows on a frozen graph alone (no session, no labels): the label-free one-step search and the
+label-free sensitivity analysis.
 
 Candidates at a budget are scored by their :class:`Agreement` with the original graph's outputs on
 unlabelled calibration inputs, each with its BatchNorm re-estimated on those inputs.  What is
@@ -10,8 +11,13 @@ Example::
     found = search_graph_def(tf1prune.analyze(gd, specs, ["logits"]), 0.5, batches, num_subnet=20)
     calibrated = calibrate.apply_statistics(gd, found.statistics)
     slim_gd = slim.apply_slim(analysis.plan(found.spec), graph_def=calibrated)
+
+    curves, order = label_free_sensitivity(analysis, batches)      # then
+    counts = allocation.sensitivity_allocation(analysis, order, curves, 0.2)
 """
 import collections
+import os
+import tempfile
 
 import numpy as np
 
@@ -22,6 +28,7 @@ from tf1prune.choose import allocation, costs, criteria, divisible, spec as spec
 from tf1prune.choose.search import sample_candidates
 from tf1prune.core.choice import Choice
 from tf1prune.errors import Tf1PruneError
+from tf1prune.workflows import sensitivity
 from tf1prune.workflows.engine import Candidate, Engine
 
 METRICS = ("kl", "top1", "mse")
@@ -128,3 +135,28 @@ def search_graph_def(analysis, sparsity, calibration_data, num_subnet=20, metric
 def _statistics(analysis):
     """The moving-statistics constants of the analysed BatchNorms."""
     return [name for site in analysis.batch_norms for name in (site.mean, site.variance) if name]
+
+
+def label_free_sensitivity(analysis, calibration_data, metric="kl", criterion="l1", channel_divisible=1,
+                           ratios=sensitivity.DEFAULT_RATIOS, progress=None):
+    """Each prunable group pruned alone at each of ``ratios`` (BatchNorm re-estimated on
+    ``calibration_data``) and scored by its :class:`Agreement` with the original outputs: no labels.
+    Returns ``(curves, ranking)``: per group ``[(ratio, agreement lost)]`` for
+    :func:`~tf1prune.choose.allocation.sensitivity_allocation`, and the ``criterion`` ranking used."""
+    batches = calibrate.feed_batches(calibration_data)
+    order = allocation.rank_units(analysis, criteria.unit_scores(analysis, criterion, calibration=batches))
+    engine = Engine(analysis.view.graph_def, Agreement(analysis.view.graph_def, batches,
+                                                       analysis.view.output_node_names, metric))
+    with tempfile.TemporaryDirectory(prefix="tf1prune-sensitivity-") as folder:
+        sens = sensitivity.Sensitivity.open(os.path.join(folder, "model.sens"), analysis.digest(), engine.weights,
+                                            ratios, calibrated=True)
+        with Patcher(analysis, calibration_data=batches) as patcher:
+            sensitivity.run(sens, engine, patcher, order, channel_divisible, progress=progress)
+        baseline = sens.baseline
+        curves = {}
+        for g in analysis.groups:
+            if g.prunable:
+                values = [sens.store.value(sensitivity.entry_key(g.id, r)) for r in sens.ratios]
+                curves[g.id] = [(r, float("inf") if v is None or baseline is None else baseline - v)
+                                for r, v in zip(sens.ratios, values)]
+    return curves, order

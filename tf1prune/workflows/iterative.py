@@ -17,12 +17,14 @@ import tensorflow.compat.v1 as tf
 
 from tf1prune.apply import calibrate
 from tf1prune.apply.patches import Patcher
-from tf1prune.choose import allocation, compare, spec as spec_lib
+from tf1prune.choose import allocation, compare, divisible, spec as spec_lib
 from tf1prune.core.choice import Choice
 from tf1prune.errors import Tf1PruneError
 from tf1prune.workflows import sensitivity
 from tf1prune.workflows.engine import Candidate, Engine, default_devices
 from tf1prune.workflows.session import DEFAULT_WORKSPACE, SessionPruner  # noqa: F401  (DEFAULT_WORKSPACE: compatibility)
+
+STRATEGIES = ("sensitivity", "uniform", "importance")
 
 Validation = collections.namedtuple("Validation", "eval_fn calibration_data higher_is_better")
 Validation.__doc__ = ("What prune() scores an allocation with against the uniform one: the metric, the "
@@ -92,7 +94,9 @@ class IterativePruningRunner(SessionPruner):
 
         ``sparsity`` wins over ``threshold``.  ``strategy="sensitivity"`` (default) prunes the
         groups that ``ana`` found least sensitive most; ``"uniform"`` prunes the same ratio of
-        every group (no ``ana`` needed; see BENCHMARKS.md for when it fine-tunes better).  ``max_attemp``/``max_attempt`` are accepted for
+        every group (no ``ana`` needed; see BENCHMARKS.md for when it fine-tunes better);
+        ``"importance"`` (no ``ana`` needed either) trades each group's share of criterion importance
+        removed against the MACs (or time) it saves, within ``max_shift`` of uniform.  ``max_attemp``/``max_attempt`` are accepted for
         compatibility: the MACs target is solved on an exact model of the slim graph, no retries.
         Returns ``(shape_tensors, masks)``: node name -> NodeDef of the slim graph's rewritten
         shape nodes, and variable name -> 0/1 mask.  Channels pruned earlier stay pruned.
@@ -119,11 +123,11 @@ class IterativePruningRunner(SessionPruner):
             sparsity = spec_lib.check_fraction("sparsity", sparsity)
         elif isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
             raise Tf1PruneError("threshold must be a number in [0, 1], got %r" % (threshold,))
-        if strategy not in ("sensitivity", "uniform") or (strategy == "uniform" and sparsity is None):
-            raise Tf1PruneError("strategy must be 'sensitivity', or 'uniform' with a sparsity")
+        if strategy not in STRATEGIES or (strategy != "sensitivity" and sparsity is None):
+            raise Tf1PruneError("strategy must be 'sensitivity', or 'uniform' or 'importance' with a sparsity")
         analysis, calibration, sens, order, cap = self._prepare(strategy, calibration)
         if sparsity is not None:
-            counts = self._allocate(analysis, order, cap, sens, sparsity, max_shift, best_effort)
+            counts = self._allocate(analysis, order, cap, sens, sparsity, max_shift, best_effort, strategy=strategy)
             tag = "sparsity_%g" % sparsity
         else:
             counts = _threshold_counts(analysis, sens, threshold, self.channel_divisible)
@@ -142,15 +146,20 @@ class IterativePruningRunner(SessionPruner):
         order, cap = self._pruned_ranking(analysis)
         return analysis, calibration, sens, order, cap
 
-    def _allocate(self, analysis, order, cap, sens, sparsity, max_shift, best_effort, cost="macs"):
-        """Per-group counts removing ``sparsity`` of ``cost``: uniform, or by sensitivity (kept only
-        when it scores at least as well as uniform)."""
-        if sens is None:
-            counts = allocation.solve_sparsity(analysis, order, sparsity, self.channel_divisible, cap=cap, cost=cost)
+    def _allocate(self, analysis, order, cap, sens, sparsity, max_shift, best_effort, cost="macs", strategy="uniform",
+                  rounding=None):
+        """Per-group counts removing ``sparsity`` of ``cost``: uniform, by criterion importance, or by
+        sensitivity (kept only when it scores at least as well as uniform); multiples of ``rounding``
+        (default: the runner's ``channel_divisible``)."""
+        rounding = rounding or self.channel_divisible
+        if strategy == "importance":
+            counts = allocation.importance_allocation(analysis, order, sparsity, rounding, cap, max_shift, cost=cost)
+        elif sens is None:
+            counts = allocation.solve_sparsity(analysis, order, sparsity, rounding, cap=cap, cost=cost)
         else:
             curves = {g.id: sens.curve(g.id) for g in analysis.groups if g.prunable}
-            counts = allocation.sensitivity_allocation(analysis, order, curves, sparsity, self.channel_divisible,
-                                                       cap, max_shift, cost=cost)
+            counts = allocation.sensitivity_allocation(analysis, order, curves, sparsity, rounding, cap, max_shift,
+                                                       cost=cost)
             counts = self._checked_against_uniform(analysis, order, counts, sparsity, cap, cost)
         problem = allocation.target_problem(analysis, order, counts, sparsity, cap, cost=cost)
         if problem and not best_effort:
@@ -164,13 +173,16 @@ class IterativePruningRunner(SessionPruner):
         """``prune(latency=...)``: the allocation on the latency model of this session's graph, its slim
         graph measured against the original and re-fitted on a miss (:mod:`tf1prune.workflows.latency_target`)."""
         from tf1prune.workflows.latency_target import meet_latency
-        if strategy not in ("sensitivity", "uniform"):
-            raise Tf1PruneError("strategy must be 'sensitivity' or 'uniform'")
+        if strategy not in STRATEGIES:
+            raise Tf1PruneError("strategy must be one of %s" % ", ".join(STRATEGIES))
+        latency = spec_lib.check_fraction("latency", latency)
         analysis, calibration, sens, order, cap = self._prepare(strategy, calibration)
+        # "auto": the rounding timed at this batch (a kernel's slow channel counts depend on it)
+        rounding = divisible.resolve(self.requested_divisible, analysis, divisible.ratio_for(1.0 - latency), batch)
 
         def choose(cost, sparsity):
-            counts = self._allocate(analysis, order, cap, sens, sparsity, max_shift, True, cost)
-            return spec_lib.spec_from_counts(analysis, order, counts, self.criterion, self.channel_divisible)
+            counts = self._allocate(analysis, order, cap, sens, sparsity, max_shift, True, cost, strategy, rounding)
+            return spec_lib.spec_from_counts(analysis, order, counts, self.criterion, rounding)
         found = meet_latency(analysis, latency, choose, batch)
         self.latency_result = found
         tf.logging.info("prune: %s", found.summary(latency))

@@ -14,7 +14,7 @@ Example::
 """
 import collections
 
-from tf1prune.choose import costs
+from tf1prune.choose import costs, divisible
 from tf1prune.choose.spec import make_spec
 from tf1prune.core import flops
 from tf1prune.errors import Tf1PruneError, check_fraction
@@ -40,13 +40,18 @@ class LatencyPrune(collections.namedtuple("LatencyPrune", "spec plan slim_graph_
 
 
 def prune_to_latency(analysis, target, batch=1, threads=0, criterion="l1", channel_divisible=1, tolerance=0.07,
-                     attempts=3, runs=30, values=None, calibration=None, progress=None):
+                     attempts=3, runs=30, values=None, calibration=None, progress=None, allocation="uniform"):
     """The :class:`LatencyPrune` nearest ``target`` (the slim graph's share of the original's latency,
-    in (0, 1)) at ``batch``, channels allocated uniformly on the latency model; see the module
-    docstring."""
+    in (0, 1)) at ``batch``, channels allocated on the latency model (``allocation`` as in
+    :func:`~tf1prune.choose.spec.make_spec`); see the module docstring."""
+    target = check_fraction("latency target", target)
+    # "auto": the rounding timed at this batch (a kernel's slow channel counts depend on it)
+    channel_divisible = divisible.resolve(channel_divisible, analysis, divisible.ratio_for(1.0 - target), batch,
+                                          threads)
+
     def choose(cost, sparsity):
         return make_spec(analysis, sparsity=sparsity, criterion=criterion, channel_divisible=channel_divisible,
-                         cost=cost, best_effort=True, values=values, calibration=calibration)
+                         cost=cost, best_effort=True, values=values, calibration=calibration, allocation=allocation)
     return meet_latency(analysis, target, choose, batch, threads, tolerance, attempts, runs, progress)
 
 

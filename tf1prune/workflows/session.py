@@ -87,6 +87,7 @@ class SessionPruner(SessionModel):
         self._loader = None    # assigns variables (recalibrate, restored weights)
         masks_lib.install()
         self._refresh()
+        self.requested_divisible = channel_divisible
         self.channel_divisible = divisible.resolve(channel_divisible, self.analysis)
         self.spec = self._recover_spec()
         if self.spec is not None:

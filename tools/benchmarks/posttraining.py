@@ -18,6 +18,9 @@ re-estimated on ``--calib_images`` training images) and frozen.  Then, with no f
 * ``act+recon``: ``recon`` with channels chosen by the measured ``activation`` criterion;
 * ``greedy+recon``: ``recon`` with channels chosen by the ``reconstruction`` criterion (ThiNet-style
   greedy on the readers' output error).
+* ``sens+act+recon``: ``act+recon`` with the groups' ratios from a label-free sensitivity analysis
+  (each group pruned alone, scored by its KL agreement with the original outputs on the calibration
+  images: ``tf1prune-convert --allocation sensitivity``).
 
 With ``--finetune_sparsities``, the baseline is restored in a session and pruned by
 ``IterativePruningRunner.prune(strategy="uniform")`` from two starts, ``bn`` (BatchNorm re-estimated,
@@ -45,6 +48,8 @@ import example_models  # noqa: E402
 import tf1prune  # noqa: E402
 from example_models import data  # noqa: E402
 from tf1prune.apply import refine, slim  # noqa: E402
+from tf1prune.choose import allocation as tf1prune_allocation  # noqa: E402
+from tf1prune.choose.spec import spec_from_counts  # noqa: E402
 from tools.common import Frozen, keras_application  # noqa: E402
 
 tf.disable_eager_execution()
@@ -109,13 +114,25 @@ def no_finetuning(frozen, info, ds, seed):
     """``{(method, sparsity): (test accuracy, seconds)}`` of the slim graphs, no training."""
     out_name = info.output_node_names[0]
     analysis = tf1prune.analyze(frozen, specs_of(info), info.output_node_names)
-    batches, synthetic = batches_of(info, ds), None
+    batches, synthetic, curves = batches_of(info, ds), None, {}
     out = {}
     for sparsity in (float(s) for s in FLAGS.sparsities):
         for method in FLAGS.methods:
             start = time.time()
-            criterion = {"act": "activation", "greedy": "reconstruction"}.get(method.split("+")[0], "l1")
-            spec = tf1prune.make_spec(analysis, sparsity=sparsity, criterion=criterion, calibration=batches)
+            steps = method.split("+")
+            sens = steps[0] == "sens"
+            criterion = {"act": "activation", "greedy": "reconstruction"}.get(steps[int(sens)], "l1")
+            if sens:
+                if criterion not in curves:
+                    from tf1prune.workflows.frozen import label_free_sensitivity
+                    t = time.time()
+                    curves[criterion] = label_free_sensitivity(analysis, batches, criterion=criterion)
+                    log("seed %d: label-free sensitivity (%s) in %.0f s" % (seed, criterion, time.time() - t))
+                groups, order = curves[criterion]
+                counts = tf1prune_allocation.sensitivity_allocation(analysis, order, groups, sparsity)
+                spec = spec_from_counts(analysis, order, counts, criterion)
+            else:
+                spec = tf1prune.make_spec(analysis, sparsity=sparsity, criterion=criterion, calibration=batches)
             plan = analysis.plan(spec)
             if method == "plain":
                 pass
@@ -153,13 +170,18 @@ def finetuned(name, seed, prefix, ds, start, sparsity, workdir):
                                                  workspace=tempfile.mkdtemp(dir=workdir))
         runner.prune(sparsity=sparsity, strategy="uniform", best_effort=True,
                      calibration=batches if start == "recon" else None, data_free="none")
-        runner.recalibrate(batches)
-        out = info.output_node_names[0]
-        pruned = Frozen(runner.get_slim_graph_def(), info.input_name, out).accuracy(ds["x_test"], ds["y_test"])
-        info.model.fit(ds["x_fit"], ds["y_fit"], batch_size=128, epochs=FLAGS.finetune_epochs, verbose=0,
-                       shuffle=True)
-        runner.recalibrate(batches)
-        tuned = Frozen(runner.get_slim_graph_def(), info.input_name, out).accuracy(ds["x_test"], ds["y_test"])
+        return tune_and_measure(runner, info, ds, batches)
+
+
+def tune_and_measure(runner, info, ds, batches):
+    """``(pruned, fine-tuned)`` test accuracy of the pruned session: BatchNorm re-estimated, measured,
+    ``--finetune_epochs`` of training, re-estimated and measured again."""
+    runner.recalibrate(batches)
+    out = info.output_node_names[0]
+    pruned = Frozen(runner.get_slim_graph_def(), info.input_name, out).accuracy(ds["x_test"], ds["y_test"])
+    info.model.fit(ds["x_fit"], ds["y_fit"], batch_size=128, epochs=FLAGS.finetune_epochs, verbose=0, shuffle=True)
+    runner.recalibrate(batches)
+    tuned = Frozen(runner.get_slim_graph_def(), info.input_name, out).accuracy(ds["x_test"], ds["y_test"])
     return pruned, tuned
 
 
