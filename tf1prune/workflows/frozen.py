@@ -141,7 +141,7 @@ def label_free_sensitivity(analysis, calibration_data, metric="kl", criterion="l
                            ratios=sensitivity.DEFAULT_RATIOS, progress=None):
     """Each prunable group pruned alone at each of ``ratios`` (BatchNorm re-estimated on
     ``calibration_data``) and scored by its :class:`Agreement` with the original outputs: no labels.
-    Returns ``(curves, ranking)``: per group ``[(ratio, agreement lost)]`` for
+    Returns ``(curves, ranking)``: per group ``[(ratio, relative agreement lost)]`` for
     :func:`~tf1prune.choose.allocation.sensitivity_allocation`, and the ``criterion`` ranking used."""
     batches = calibrate.feed_batches(calibration_data)
     order = allocation.rank_units(analysis, criteria.unit_scores(analysis, criterion, calibration=batches))
@@ -152,11 +152,4 @@ def label_free_sensitivity(analysis, calibration_data, metric="kl", criterion="l
                                             ratios, calibrated=True)
         with Patcher(analysis, calibration_data=batches) as patcher:
             sensitivity.run(sens, engine, patcher, order, channel_divisible, progress=progress)
-        baseline = sens.baseline
-        curves = {}
-        for g in analysis.groups:
-            if g.prunable:
-                values = [sens.store.value(sensitivity.entry_key(g.id, r)) for r in sens.ratios]
-                curves[g.id] = [(r, float("inf") if v is None or baseline is None else baseline - v)
-                                for r, v in zip(sens.ratios, values)]
-    return curves, order
+    return {g.id: sens.curve(g.id) for g in analysis.groups if g.prunable}, order
