@@ -65,6 +65,15 @@ def run_graph(graph_def, feeds, output_tensor_names):
         return sess.run(list(output_tensor_names), feed_dict=dict(feeds))
 
 
+def kl_divergence(logits_p, logits_q):
+    """Mean KL(softmax p || softmax q) over the rows of two logit arrays."""
+    def log_softmax(v):
+        v = v.astype(np.float64) - v.max(-1, keepdims=True)
+        return v - np.log(np.exp(v).sum(-1, keepdims=True))
+    log_p, log_q = log_softmax(logits_p), log_softmax(logits_q)
+    return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), -1)))
+
+
 def random_feeds(input_specs, batch, seed):
     """Random batch-``batch`` inputs for ``input_specs`` (whose batch dimension is replaced)."""
     rng = np.random.RandomState(seed)

@@ -335,6 +335,13 @@ def _refinement_section(refinement):
         notes.append("bias compensation shifted %d parameters" % len(refinement.compensated))
     if refinement.statistics:
         notes.append("%d BatchNorm statistics were re-estimated" % len(refinement.statistics))
+    kd = getattr(refinement, "distillation", None)
+    if kd is not None and kd.epoch:
+        notes.append("distillation trained %d parameters, keeping epoch %d of %d steps: loss to the original outputs "
+                     "%.4g \u2192 %.4g" % (len(kd.updates), kd.epoch, kd.steps, kd.before, kd.after))
+    elif kd is not None and kd.steps:
+        notes.append("distillation kept nothing: no epoch of %d steps lowered the loss to the original outputs "
+                     "(%.4g)" % (kd.steps, kd.before))
     if not notes and not (fit is not None and fit.fits):
         notes.append("nothing was changed besides removing channels")
     text = "; ".join(notes)

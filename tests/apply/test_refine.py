@@ -314,6 +314,23 @@ def test_synthesized_inputs_match_the_batch_norm_statistics():
     assert mismatch(after) < 0.3 * mismatch(before), (mismatch(before), mismatch(after))
 
 
+def test_pure_functions_use_synthesized_inputs_for_a_data_driven_criterion():
+    """``data_free="synthesize"``: the synthesized inputs serve the activation criterion too (which
+    needs data), and the slim and sparse functions build the same model."""
+    gd = bn_graph(RNG.randn(500, 8, 8, 3).astype(np.float32))
+    specs = {"x:0": ((1, 8, 8, 3), "float32")}
+    with pytest.raises(Tf1PruneError, match="give calibration data"):
+        tf1prune.slim_graph_def(gd, 0.5, specs, ["logits"], criterion="activation")
+    args = dict(ratio=0.5, input_specs=specs, output_node_names=["logits"], criterion="activation",
+                data_free="synthesize")
+    slim_gd, sparse_gd = tf1prune.slim_graph_def(gd, **args), tf1prune.sparse_graph_def(gd, **args)
+    x = RNG.randn(5, 8, 8, 3).astype(np.float32)
+    got, want = (run_graph(g, {"x:0": x}, ["logits:0"])[0] for g in (slim_gd, sparse_gd))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    nodes = {n.name: n for n in slim_gd.node}
+    assert build.const_value(nodes[nodes["c1"].input[1]]).shape == (3, 3, 3, 3)   # half of c1's 6 channels
+
+
 def test_synthesis_differentiates_ops_with_python_custom_gradients():
     """A frozen graph with a ``tf.custom_gradient`` op (Keras swish): its gradient function belongs to
     the graph that made it, so the synthesis differentiates the op's own ops instead."""

@@ -25,7 +25,7 @@ OUT = {"mnist_convnet": "dense/BiasAdd", "mobilenet_v2_se": "logits/BiasAdd"}
 TF_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
                               r"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
                               r"|To enable the following instructions:)")
-from helpers import run_graph
+from helpers import kl_divergence, run_graph
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +309,38 @@ def test_convert_chooses_channels_by_the_reconstruction_criterion(mnist_pb, tmp_
     np.testing.assert_allclose(slim_out, sparse_out, rtol=1e-4, atol=1e-4)
 
 
+def test_convert_distills_the_slim_graph_towards_the_original(mnist_pb, tmp_path, capsys):
+    """``--distill_epochs`` trains the refined graph on the calibration inputs: the slim graph moves
+    closer to the original's outputs than without it and still equals the sparse graph."""
+    path, _, x, out = mnist_pb
+    x, npz = x[:16], str(tmp_path / "few.npz")   # under 20 inputs: epochs scored on the training inputs
+    np.savez(npz, input_1=x)
+    path = str(tmp_path / "calibrated.pb")   # BatchNorm statistics of the inputs: outputs that depend on them
+    save_graph_def(tf1prune.recalibrate_batch_norm(load_graph_def(mnist_pb[0]), [{"input_1:0": x}], None, [out]), path)
+    base = ["tf1prune-convert", "--input_graph", path, "--output_node_names", out, "--sparsity", "0.5",
+            "--calibration_data", npz]
+    reference = run_graph(load_graph_def(path), {"input_1:0": x}, [out + ":0"])[0]
+    errors = {}
+    for epochs in ("0", "8"):
+        slim_pb, sparse_pb = str(tmp_path / ("slim%s.pb" % epochs)), str(tmp_path / ("sparse%s.pb" % epochs))
+        assert convert_cli.main(base + ["--output_graph", slim_pb, "--sparse_graph", sparse_pb, "--distill_epochs",
+                                        epochs] + (["--distill_lr", "1e-5"] if epochs != "0" else [])) == 0
+        printed = capsys.readouterr().out
+        match = re.search(r"distillation: \d+ parameters trained in 8 steps .*loss to the original outputs on the "
+                          r"training inputs \(under 20: none held out\) ([0-9.e-]+) -> ([0-9.e-]+) \(epoch \d kept\)",
+                          printed)
+        assert (match is not None) == (epochs != "0"), printed
+        if match:
+            assert float(match.group(2)) < float(match.group(1))
+        got, sparse = (run_graph(load_graph_def(p), {"input_1:0": x}, [out + ":0"])[0] for p in (slim_pb, sparse_pb))
+        np.testing.assert_allclose(got, sparse, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(sparse).max())))
+        errors[epochs] = kl_divergence(reference, got)
+    assert errors["8"] < errors["0"], errors
+    assert convert_cli.main(base + ["--output_graph", str(tmp_path / "o.pb"), "--distill_epochs", "1",
+                                    "--distill_lr", "10"]) == 0   # far too high: nothing kept, and said so
+    assert "no epoch of 1 steps" in capsys.readouterr().out
+
+
 def test_convert_allocates_by_label_free_sensitivity_or_importance(mnist_pb, tmp_path, capsys):
     """``--allocation sensitivity`` scores each group pruned alone on the calibration inputs and moves
     the ratios away from uniform, still at the MACs target; ``importance`` needs no data."""
@@ -329,7 +361,7 @@ def test_convert_allocates_by_label_free_sensitivity_or_importance(mnist_pb, tmp
         assert abs(removed - 0.4) <= 0.005, (allocation, removed)
         counts[allocation] = loaded.counts(analysis)
     assert counts["sensitivity"] != counts["uniform"]
-    for bad, message in ((["--allocation", "sensitivity"], "--allocation sensitivity needs --calibration_data"),
+    for bad, message in ((["--allocation", "sensitivity"], "--allocation sensitivity needs --calibration_data or --data_free synthesize"),
                          (["--allocation", "importance", "--search", "2", "--calibration_data", npz],
                           "--allocation applies to --sparsity and --latency_target (not --search)")):
         assert convert_cli.main(base + bad) == 2
@@ -381,6 +413,11 @@ def test_a_fixed_batch_graph_calibrates_with_its_own_batch(fixed_batch_pb, tmp_p
     (["--ratio", "0.5", "--calibration_batch", "8"], "--calibration_batch"),
     (["--ratio", "0.5", "--calibration_data", "cal.npz", "--data_free", "none"], "--data_free"),
     (["--ratio", "0.5", "--no_reconstruct"], "--no_reconstruct"),
+    (["--ratio", "0.5", "--distill_epochs", "2"], "--distill_epochs needs --calibration_data"),
+    (["--ratio", "0.5", "--calibration_data", "cal.npz", "--distill_lr", "0.01"], "--distill_lr"),
+    (["--ratio", "0.5", "--calibration_data", "cal.npz", "--distill_epochs", "2", "--distill_lr", "0"],
+     "--distill_lr must be > 0"),
+    (["--m_by_n", "2:4", "--calibration_data", "cal.npz", "--distill_epochs", "2"], "--distill_epochs applies to"),
 ])
 def test_convert_refuses_options_it_would_ignore(fixed_batch_pb, tmp_path, capsys, extra, message):
     path, _ = fixed_batch_pb
@@ -401,14 +438,20 @@ def test_analyze_sparsity_report_goes_into_the_json(fixed_batch_pb, capsys):
 
 @pytest.mark.parametrize("name,mode,printed", [
     ("mobilenet_v2_se", "compensate", r"bias compensation: \d+ parameters shifted \(BatchNorm moments, no data\)"),
-    ("mnist_convnet", "synthesize", r"reconstruction: \d+ layers refitted on synthetic inputs"),
+    ("mnist_convnet", "synthesize", r"synthetic inputs: 256 made from the BatchNorm statistics in \d+ s\n(.|\n)*"
+                                    r"sensitivity: \d+ groups x 9 ratios(.|\n)*"
+                                    r"reconstruction: \d+ layers refitted on synthetic inputs"),
     ("mnist_convnet", "none", None),
 ])
 def test_convert_without_data_refines_as_told(models, tmp_path, capsys, name, mode, printed):
+    """With --data_free synthesize the synthesized inputs serve every data-driven step: here the
+    activation criterion, the label-free sensitivity allocation and the reconstruction."""
     path, out = models[name], OUT[name]
     slim_pb, sparse_pb = str(tmp_path / "slim.pb"), str(tmp_path / "sparse.pb")
+    data_driven = ["--sparsity", "0.4", "--allocation", "sensitivity", "--criterion", "activation"]
     code = convert_cli.main(["tf1prune-convert", "--input_graph", path, "--output_node_names", out, "--output_graph",
-                             slim_pb, "--sparse_graph", sparse_pb, "--ratio", "0.5", "--data_free", mode])
+                             slim_pb, "--sparse_graph", sparse_pb, "--data_free", mode]
+                            + (data_driven if mode == "synthesize" else ["--ratio", "0.5"]))
     captured = capsys.readouterr()
     assert code == 0, captured.err
     if printed:

@@ -210,12 +210,14 @@ def test_convert_report(frozen_model, tmp_path, capsys, monkeypatch):
     np.savez(npz, input_1=np.random.RandomState(0).rand(64, 28, 28, 1).astype(np.float32))
     assert convert_cli.main(["tf1prune-convert", "--input_graph", pb, "--output_graph", str(tmp_path / "c.pb"),
                              "--output_node_names", output, "--sparsity", "0.5", "--calibration_data", npz,
-                             "--report", str(tmp_path / "calibrated")]) == 0
+                             "--distill_epochs", "2", "--report", str(tmp_path / "calibrated")]) == 0
     capsys.readouterr()
     text, _ = check_page(str(tmp_path / "calibrated"))
     section = text[text.index("Post-training refinement"):text.index(">Layers<")]
     assert "error before" in section and "conv2d_1/Conv2D" in section and "dense/MatMul" in section, section
     assert "layer by layer on the pruned model" in section, section
+    assert re.search(r"[Dd]istillation (trained \d+ parameters, keeping epoch [12] of 2 steps|kept nothing: no epoch "
+                     r"of 2 steps)", section), section
     # errors: one line, exit 2, nothing written
     (tmp_path / "afile").write_text("")
     for slim, report, message in (("slim1.pb", "afile", "--report is a file"),

@@ -11,7 +11,10 @@
   least-squares reconstruction of every layer that lost input channels
   (:mod:`tf1prune.apply.reconstruct`, unless ``reconstruct=False``), and every BatchNorm's
   statistics re-estimated for the result (without reconstruction, or after refitting all layers
-  at once on big models: refitted one by one, the BatchNorms already see what they saw before).
+  at once on big models: refitted one by one, the BatchNorms already see what they saw before);
+- **distillation** (``distill=``, opt-in): then every kernel, bias and BatchNorm scale and offset
+  trained towards the original graph's outputs on the calibration inputs, no labels
+  (:mod:`tf1prune.apply.distill`, seconds on small models; on synthesized inputs it gains nothing).
 
 Every applier applies the updates, so the sparse and the slim graph are the same model.
 
@@ -27,22 +30,26 @@ from tf1prune.apply import reconstruct as reconstruct_lib
 from tf1prune.core.rules import build
 from tf1prune.errors import Tf1PruneError
 
-Refinement = collections.namedtuple("Refinement", "compensated skipped reconstruction statistics")
+Refinement = collections.namedtuple("Refinement", "compensated skipped reconstruction statistics distillation",
+                                    defaults=(None,))
 Refinement.__doc__ = ("What :func:`refine` did: parameters shifted by compensation, ``(layer, why)`` it skipped, the "
-                      ":class:`~tf1prune.apply.reconstruct.Reconstruction` (or None) and the BatchNorm statistics "
-                      "re-estimated.")
+                      ":class:`~tf1prune.apply.reconstruct.Reconstruction` (or None), the BatchNorm statistics "
+                      "re-estimated and the :class:`~tf1prune.apply.distill.Distillation` (or None).")
 
 
 DATA_FREE = ("compensate", "synthesize", "none")
 
 
 def refine(plan, calibration=None, data_free="compensate", reconstruct=True, graph_def=None, progress=None,
-           compensate_bias=True, variance=True, synthetic=None, **fit):
+           compensate_bias=True, variance=True, synthetic=None, distill=None, **fit):
     """``(plan with updates, Refinement)`` (see the module docstring); ``graph_def``: the weights (default:
     the analysed graph); ``synthetic``: options of :func:`~tf1prune.apply.synthesize.synthesize_inputs`;
-    ``fit``: options of :func:`~tf1prune.apply.reconstruct.reconstruct`."""
+    ``distill``: None (no distillation) or options of :func:`~tf1prune.apply.distill.distill` (``{}``:
+    its defaults); ``fit``: options of :func:`~tf1prune.apply.reconstruct.reconstruct`."""
     if data_free not in DATA_FREE:
         raise Tf1PruneError("data_free must be one of %s, got %r" % (", ".join(DATA_FREE), data_free))
+    if distill is not None and calibration is None and data_free != "synthesize":
+        raise Tf1PruneError("distillation needs inputs: calibration data or data_free='synthesize'")
     analysis = plan.analysis
     graph_def = graph_def or analysis.view.graph_def
     nodes = {n.name: n for n in graph_def.node}
@@ -73,8 +80,14 @@ def refine(plan, calibration=None, data_free="compensate", reconstruct=True, gra
         return plan, Refinement(compensated, skipped, None, {})
     if reconstruct:
         result = reconstruct_lib.reconstruct(plan, batches, graph_def, values, progress=progress, **fit)
-        return plan.with_updates(result.updates), Refinement(compensated, skipped, result, result.statistics)
-    with calibrate.Calibrator(analysis, graph_def) as calibrator:
-        statistics = calibrator.statistics(batches, plan.sparse_values(values, nodes))
-    return plan.with_updates(statistics), Refinement(compensated, skipped, None, statistics)
+        plan, done = plan.with_updates(result.updates), Refinement(compensated, skipped, result, result.statistics)
+    else:
+        with calibrate.Calibrator(analysis, graph_def) as calibrator:
+            statistics = calibrator.statistics(batches, plan.sparse_values(values, nodes))
+        plan, done = plan.with_updates(statistics), Refinement(compensated, skipped, None, statistics)
+    if distill is None:
+        return plan, done
+    from tf1prune.apply.distill import distill as distill_plan
+    trained = distill_plan(plan, batches, graph_def, progress=progress, **distill)
+    return plan.with_updates(trained.updates), done._replace(distillation=trained)
 

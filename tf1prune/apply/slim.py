@@ -207,7 +207,7 @@ def update_shape_hints(graph_def, plan, infer=True):
 
 # --- the public pure functions ---------------------------------------------------------------
 def _plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, criterion, channel_divisible,
-             excludes, calibration, data_free, reconstruct):
+             excludes, calibration, data_free, reconstruct, distill):
     from tf1prune.apply.refine import refine
     from tf1prune.core.analysis import analyze
     from tf1prune.choose.spec import Spec, make_spec
@@ -218,22 +218,27 @@ def _plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, c
         spec = Spec.load(spec)
     if spec is not None and (ratio is not None or sparsity is not None):
         raise Tf1PruneError("give a spec, a ratio or a sparsity, not several")
+    if calibration is None and data_free == "synthesize":   # the synthesized inputs serve every step
+        from tf1prune.apply.synthesize import synthesize_inputs
+        calibration = synthesize_inputs(analysis)
     if spec is None:
         spec = make_spec(analysis, ratio=ratio, sparsity=sparsity, criterion=criterion,
                          channel_divisible=channel_divisible, calibration=calibration)
-    return refine(analysis.plan(spec), calibration, data_free, reconstruct)[0]
+    return refine(analysis.plan(spec), calibration, data_free, reconstruct, distill=distill)[0]
 
 
 def slim_graph_def(graph_def, spec=None, input_specs=None, output_node_names=(), ratio=None, sparsity=None,
                    criterion="l1", channel_divisible=1, excludes=(), calibration=None, data_free="compensate",
-                   reconstruct=True):
+                   reconstruct=True, distill=None):
     """A frozen GraphDef with channels removed: ``spec`` (a :class:`~tf1prune.Spec`, a spec file, or a
     uniform ratio), or ``ratio=``, or a MACs ``sparsity=`` target.  ``graph_def`` is not modified.
 
     What keeps it accurate without training (:func:`tf1prune.apply.refine.refine`): with
     ``calibration`` (unlabelled feed dicts), bias compensation, least-squares reconstruction
-    (``reconstruct``) and BatchNorm re-estimation; without, ``data_free`` (``"compensate"``,
-    ``"synthesize"`` or ``"none"``).
+    (``reconstruct``), BatchNorm re-estimation and, with ``distill`` (options of
+    :func:`tf1prune.apply.distill.distill`, ``{}`` its defaults), label-free distillation; without,
+    ``data_free`` (``"compensate"``, ``"synthesize"``: inputs made from the BatchNorm statistics serve
+    as calibration, a data-driven ``criterion`` included; or ``"none"``).
 
     Example::
 
@@ -242,12 +247,12 @@ def slim_graph_def(graph_def, spec=None, input_specs=None, output_node_names=(),
                                           calibration=[{"x:0": images[i:i + 64]} for i in range(0, 1280, 64)])
     """
     return apply_slim(_plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, criterion,
-                               channel_divisible, excludes, calibration, data_free, reconstruct))
+                               channel_divisible, excludes, calibration, data_free, reconstruct, distill))
 
 
 def sparse_graph_def(graph_def, spec=None, input_specs=None, output_node_names=(), ratio=None, sparsity=None,
                      criterion="l1", channel_divisible=1, excludes=(), calibration=None, data_free="compensate",
-                     reconstruct=True):
+                     reconstruct=True, distill=None):
     """The same model as :func:`slim_graph_def`, with the pruned channels zeroed instead of removed.
 
     Example::
@@ -255,4 +260,4 @@ def sparse_graph_def(graph_def, spec=None, input_specs=None, output_node_names=(
         sparse_gd = tf1prune.sparse_graph_def(graph_def, 0.5, {"x:0": ((1, 28, 28, 1), "float32")}, ["logits"])
     """
     return apply_sparse(_plan_of(graph_def, spec, input_specs, output_node_names, ratio, sparsity, criterion,
-                                 channel_divisible, excludes, calibration, data_free, reconstruct))
+                                 channel_divisible, excludes, calibration, data_free, reconstruct, distill))

@@ -27,9 +27,9 @@ flags.DEFINE_string("channel_divisible", "auto", "Kept channels per group are a 
 flags.DEFINE_enum("allocation", "uniform", ["uniform", "importance", "sensitivity"],
                   "How --sparsity or --latency_target is spread over the groups: 'uniform' (the same share of every "
                   "group), 'importance' (each group's share of --criterion importance removed traded against the "
-                  "MACs or time it saves), 'sensitivity' (needs --calibration_data: each group pruned alone at 9 "
-                  "ratios and scored by its KL agreement with the original outputs on those inputs, then traded the "
-                  "same way). Both stay within 0.1 of the uniform ratio per group.")
+                  "MACs or time it saves), 'sensitivity' (needs --calibration_data or --data_free synthesize: each "
+                  "group pruned alone at 9 ratios and scored by its KL agreement with the original outputs on those "
+                  "inputs, then traded the same way). Both stay within 0.1 of the uniform ratio per group.")
 flags.DEFINE_string("sparse_graph", None, "Also write the same-shape graph with the pruned channels zeroed.")
 flags.DEFINE_string("output_spec", None, "Also write the spec that was applied (JSON).")
 flags.DEFINE_integer("search", 0, "With --sparsity or --latency_target: score this many candidate allocations (one-step search: "
@@ -40,10 +40,15 @@ flags.DEFINE_string("calibration_data", None, "Unlabelled inputs: a .npz file wi
                     "re-estimated on them; --search scores its candidates on them.")
 flags.DEFINE_enum("data_free", "compensate", ["compensate", "synthesize", "none"], "Without --calibration_data: "
                   "'compensate' moves the removed channels' expected contribution into the next layers' biases and "
-                  "BatchNorms (from the BatchNorm parameters); 'synthesize' makes calibration inputs from the "
-                  "model's BatchNorm statistics and reconstructs (slower, more accurate); 'none' does nothing.")
+                  "BatchNorms (from the BatchNorm parameters); 'synthesize' makes inputs from the model's BatchNorm "
+                  "statistics and uses them as calibration data (reconstruction, and --criterion activation, "
+                  "--allocation sensitivity, --search): slower, more accurate; 'none' does nothing.")
 flags.DEFINE_bool("no_reconstruct", False, "With calibration inputs: skip the least-squares reconstruction "
                   "(bias compensation and BatchNorm re-estimation only).")
+flags.DEFINE_integer("distill_epochs", 0, "With --calibration_data: afterwards train every kernel, bias and "
+                     "BatchNorm scale/offset for this many passes over the calibration inputs towards the original "
+                     "graph's outputs (label-free distillation); 0: none.", lower_bound=0)
+flags.DEFINE_float("distill_lr", 3e-4, "Adam learning rate of --distill_epochs (cosine-decayed), > 0.")
 flags.DEFINE_integer("calibration_batch", None, "Batch size of --calibration_data (default: the inputs' fixed "
                      "batch, else 64).", lower_bound=1)
 flags.DEFINE_enum("search_metric", "kl", ["kl", "top1", "mse"], "Agreement with the original outputs (--search, "
@@ -127,12 +132,14 @@ def _check_args():
     if FLAGS["allocation"].present:
         if FLAGS.sparsity is None and FLAGS.latency_target is None or FLAGS.search:
             raise Tf1PruneError("--allocation applies to --sparsity and --latency_target (not --search)")
-        if FLAGS.allocation == "sensitivity" and not FLAGS.calibration_data:
-            raise Tf1PruneError("--allocation sensitivity needs --calibration_data (each group is scored on them)")
+        if FLAGS.allocation == "sensitivity" and not _has_inputs():
+            raise Tf1PruneError("--allocation sensitivity needs --calibration_data or --data_free synthesize (each "
+                                "group is scored on those inputs)")
     if FLAGS.search and FLAGS.sparsity is None and FLAGS.latency_target is None:
         raise Tf1PruneError("--search needs --sparsity or --latency_target")
-    if FLAGS.search and not FLAGS.calibration_data:
-        raise Tf1PruneError("--search needs --calibration_data (its candidates are scored on those inputs)")
+    if FLAGS.search and not _has_inputs():
+        raise Tf1PruneError("--search needs --calibration_data or --data_free synthesize (its candidates are scored "
+                            "on those inputs)")
     if FLAGS["search_metric"].present and not (FLAGS.search or FLAGS.allocation == "sensitivity"):
         raise Tf1PruneError("--search_metric applies to --search and --allocation sensitivity")
     if FLAGS.calibration_batch is not None and not FLAGS.calibration_data:
@@ -141,6 +148,18 @@ def _check_args():
         raise Tf1PruneError("--data_free applies without --calibration_data")
     if FLAGS.no_reconstruct and not FLAGS.calibration_data and FLAGS.data_free != "synthesize":
         raise Tf1PruneError("--no_reconstruct applies to --calibration_data or --data_free synthesize")
+    if FLAGS.distill_epochs and not FLAGS.calibration_data:
+        raise Tf1PruneError("--distill_epochs needs --calibration_data (on synthesized inputs it gains nothing)")
+    if FLAGS["distill_lr"].present and not FLAGS.distill_epochs:
+        raise Tf1PruneError("--distill_lr applies to --distill_epochs")
+    if not FLAGS.distill_lr > 0:
+        raise Tf1PruneError("--distill_lr must be > 0, got %r" % FLAGS.distill_lr)
+    if FLAGS.distill_epochs and not given:
+        raise Tf1PruneError("--distill_epochs applies to channel pruning (--sparsity, --ratio, --latency_target, "
+                            "--spec)")
+    if FLAGS.distill_epochs and FLAGS.search and FLAGS.no_reconstruct:
+        raise Tf1PruneError("--distill_epochs does not apply to --search with --no_reconstruct (the graph the search "
+                            "scored is written)")
     seen = {os.path.realpath(p): n for n, p in (("input_graph", FLAGS.input_graph), ("spec", FLAGS.spec)) if p}
     if FLAGS.tflite_select_ops and not FLAGS.tflite:
         raise Tf1PruneError("--tflite_select_ops applies to --tflite")
@@ -155,6 +174,21 @@ def _check_args():
             raise Tf1PruneError("--%s is the same file as --%s: %s" % (name, other, path))
     cli.report_dir(FLAGS.input_graph, FLAGS.spec, FLAGS.output_graph, FLAGS.sparse_graph, FLAGS.output_spec,
                    FLAGS.tflite)
+
+
+def _has_inputs():
+    return bool(FLAGS.calibration_data) or FLAGS.data_free == "synthesize"
+
+
+def _synthetic_batches(analysis):
+    """--data_free synthesize: inputs made from the BatchNorm statistics, for every data-driven step."""
+    import time
+    from tf1prune.apply.synthesize import synthesize_inputs
+    start = time.time()
+    batches = synthesize_inputs(analysis, progress=True)
+    print("synthetic inputs: %d made from the BatchNorm statistics in %.0f s"
+          % (sum(len(next(iter(b.values()))) for b in batches), time.time() - start))
+    return batches
 
 
 def _calibration_batches(analysis):
@@ -285,9 +319,9 @@ def _refine(plan, batches):
     prints what was done."""
     import numpy as np
     from tf1prune.apply.refine import refine
-    plan, done = refine(plan, batches, FLAGS.data_free, not FLAGS.no_reconstruct, progress=True)
-    source = "the calibration data" if batches is not None else "synthetic inputs" \
-        if FLAGS.data_free == "synthesize" else None
+    distill = {"epochs": FLAGS.distill_epochs, "learning_rate": FLAGS.distill_lr} if FLAGS.distill_epochs else None
+    plan, done = refine(plan, batches, FLAGS.data_free, not FLAGS.no_reconstruct, progress=True, distill=distill)
+    source = "the calibration data" if FLAGS.calibration_data else "synthetic inputs" if batches is not None else None
     if done.compensated:
         print("bias compensation: %d parameters shifted (%s)" % (len(done.compensated), "measured means" if source
                                                                    else "BatchNorm moments, no data"))
@@ -305,6 +339,16 @@ def _refine(plan, batches):
             print("  not refitted: %s: %s" % (layer, why))
     if done.statistics:
         print("BatchNorm statistics re-estimated on %s: %d constants" % (source, len(done.statistics)))
+    kd = done.distillation
+    if kd is not None:
+        scored = "%d held-out inputs" % kd.held_out if kd.held_out else "the training inputs (under 20: none held out)"
+        if kd.epoch:
+            print("distillation: %d parameters trained in %d steps (%.0f s), loss to the original outputs on %s "
+                  "%.4g -> %.4g (epoch %d kept)" % (len(kd.updates), kd.steps, kd.seconds, scored, kd.before,
+                                                    kd.after, kd.epoch))
+        else:
+            print("distillation: no epoch of %d steps (%.0f s) improved the loss on %s (%.4g): parameters left as "
+                  "refined; try a lower --distill_lr" % (kd.steps, kd.seconds, scored, kd.before))
     return plan, done
 
 
@@ -354,6 +398,9 @@ def main():
     analysis = cli.load_and_analyze(FLAGS.input_graph, FLAGS.excludes)
     fine = _fine_grained()
     batches = _calibration_batches(analysis) if FLAGS.calibration_data else None
+    if batches is None and FLAGS.data_free == "synthesize" and any(
+            FLAGS[n].value is not None for n in ("sparsity", "ratio", "spec", "latency_target")):
+        batches = _synthetic_batches(analysis)
     statistics, latency = None, None
     if FLAGS.spec:
         spec = Spec.load(FLAGS.spec)
@@ -382,9 +429,12 @@ def main():
     refinement = None
     if FLAGS.search and FLAGS.no_reconstruct:   # exactly the graph the search scored
         plan = plan.with_updates(statistics)
-        print("BatchNorm statistics re-estimated on the calibration data: %d constants" % len(statistics))
+        print("BatchNorm statistics re-estimated on %s: %d constants"
+              % ("the calibration data" if FLAGS.calibration_data else "synthetic inputs", len(statistics)))
     elif plan.pruned:
         plan, refinement = _refine(plan, batches)
+    elif FLAGS.distill_epochs:
+        print("no channel removed: nothing to distill")
     slim_gd, report = slim.apply_slim(plan), None
     if fine is not None:
         from tf1prune.apply import finegrained

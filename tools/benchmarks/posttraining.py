@@ -20,7 +20,12 @@ re-estimated on ``--calib_images`` training images) and frozen.  Then, with no f
   greedy on the readers' output error).
 * ``sens+act+recon``: ``act+recon`` with the groups' ratios from a label-free sensitivity analysis
   (each group pruned alone, scored by its KL agreement with the original outputs on the calibration
-  images: ``tf1prune-convert --allocation sensitivity``).
+  images: ``tf1prune-convert --allocation sensitivity``);
+* ``synth+...``: the steps after it on the synthesized inputs instead of the calibration images
+  (data-free: ``synth+sens+act+recon`` is ``tf1prune-convert --data_free synthesize --allocation
+  sensitivity --criterion activation``);
+* ``...+kd``: then label-free distillation on the same inputs for ``--distill_epochs``
+  (``tf1prune-convert --distill_epochs``).
 
 With ``--finetune_sparsities``, the baseline is restored in a session and pruned by
 ``IterativePruningRunner.prune(strategy="uniform")`` from two starts, ``bn`` (BatchNorm re-estimated,
@@ -64,6 +69,7 @@ flags.DEFINE_list("finetune_sparsities", ["0.5", "0.7"], "MACs reductions fine-t
 flags.DEFINE_integer("epochs", 2, "baseline training epochs")
 flags.DEFINE_integer("finetune_epochs", 1, "fine-tuning epochs")
 flags.DEFINE_integer("calib_images", 1280, "unlabelled training images for calibration (batches of 128)")
+flags.DEFINE_integer("distill_epochs", 20, "epochs of the +kd methods")
 flags.DEFINE_integer("synth_steps", 500, "optimisation steps of the synthesized inputs (the default of synthesize_inputs)")
 flags.DEFINE_bool("resnet50", False, "measure the reconstruction cost on ResNet-50 at 224x224 instead")
 flags.DEFINE_bool("markdown", False, "Markdown tables")
@@ -110,6 +116,17 @@ def batches_of(info, ds):
     return [{info.input_name: ds["x_cal"][i:i + 128]} for i in range(0, len(ds["x_cal"]), 128)]
 
 
+def _steps(method):
+    """The set of steps a method name asks for; an unknown or incomplete one is an error."""
+    steps = set(method.replace("synthesize", "synth+recon").split("+"))
+    unknown = steps - {"plain", "compensate", "bn", "recon", "synth", "act", "greedy", "sens", "kd"}
+    finals = steps & {"plain", "compensate", "bn", "recon"}
+    if unknown or len(finals) != 1 or ("kd" in steps and not finals & {"bn", "recon"}):
+        raise app.UsageError("unknown method %r: steps [synth+][sens+][act|greedy+](plain|compensate|bn|recon)[+kd]"
+                             % method)
+    return steps
+
+
 def no_finetuning(frozen, info, ds, seed):
     """``{(method, sparsity): (test accuracy, seconds)}`` of the slim graphs, no training."""
     out_name = info.output_node_names[0]
@@ -119,36 +136,35 @@ def no_finetuning(frozen, info, ds, seed):
     for sparsity in (float(s) for s in FLAGS.sparsities):
         for method in FLAGS.methods:
             start = time.time()
-            steps = method.split("+")
-            sens = steps[0] == "sens"
-            criterion = {"act": "activation", "greedy": "reconstruction"}.get(steps[int(sens)], "l1")
-            if sens:
-                if criterion not in curves:
+            steps = _steps(method)
+            if "synth" in steps and synthetic is None:
+                from tf1prune.apply.synthesize import synthesize_inputs
+                t = time.time()
+                synthetic = synthesize_inputs(analysis, count=256, steps=FLAGS.synth_steps, seed=seed)
+                log("seed %d: 256 inputs synthesized in %.0f s" % (seed, time.time() - t))
+            inputs = synthetic if "synth" in steps else batches
+            criterion = "activation" if "act" in steps else "reconstruction" if "greedy" in steps else "l1"
+            if "sens" in steps:
+                key = (criterion, "synth" in steps)
+                if key not in curves:
                     from tf1prune.workflows.frozen import label_free_sensitivity
                     t = time.time()
-                    curves[criterion] = label_free_sensitivity(analysis, batches, criterion=criterion)
-                    log("seed %d: label-free sensitivity (%s) in %.0f s" % (seed, criterion, time.time() - t))
-                groups, order = curves[criterion]
+                    curves[key] = label_free_sensitivity(analysis, inputs, criterion=criterion)
+                    log("seed %d: label-free sensitivity (%s%s) in %.0f s"
+                        % (seed, criterion, ", synthetic inputs" if key[1] else "", time.time() - t))
+                groups, order = curves[key]
                 counts = tf1prune_allocation.sensitivity_allocation(analysis, order, groups, sparsity)
                 spec = spec_from_counts(analysis, order, counts, criterion)
             else:
-                spec = tf1prune.make_spec(analysis, sparsity=sparsity, criterion=criterion, calibration=batches)
+                spec = tf1prune.make_spec(analysis, sparsity=sparsity, criterion=criterion, calibration=inputs)
             plan = analysis.plan(spec)
-            if method == "plain":
-                pass
-            elif method == "compensate":
+            distill = {"epochs": FLAGS.distill_epochs} if "kd" in steps else None
+            if "compensate" in steps:
                 plan = refine.refine(plan)[0]
-            elif method == "synthesize":
-                if synthetic is None:
-                    from tf1prune.apply.synthesize import synthesize_inputs
-                    t = time.time()
-                    synthetic = synthesize_inputs(analysis, count=256, steps=FLAGS.synth_steps, seed=seed)
-                    log("seed %d: 256 inputs synthesized in %.0f s" % (seed, time.time() - t))
-                plan = refine.refine(plan, synthetic)[0]
-            elif method == "bn":
-                plan = refine.refine(plan, batches, compensate_bias=False, reconstruct=False)[0]
-            else:
-                plan = refine.refine(plan, batches)[0]
+            elif "bn" in steps:
+                plan = refine.refine(plan, inputs, compensate_bias=False, reconstruct=False, distill=distill)[0]
+            elif "recon" in steps:
+                plan = refine.refine(plan, inputs, distill=distill)[0]
             seconds = time.time() - start
             acc = Frozen(slim.apply_slim(plan), info.input_name, out_name).accuracy(ds["x_test"], ds["y_test"])
             out[(method, sparsity)] = (acc, seconds)
@@ -207,6 +223,8 @@ def resnet50_cost():
 def main(argv):
     del argv
     print("$ python " + " ".join(shlex.quote(a) for a in sys.argv))
+    for method in FLAGS.methods:
+        _steps(method)
     if FLAGS.resnet50:
         return resnet50_cost()
     x_train, y_train, x_test, y_test, source = data.load()
