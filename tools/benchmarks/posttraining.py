@@ -33,7 +33,8 @@ the earlier recipe) and ``recon`` (``calibration=`` batches: reconstruction writ
 then BatchNorm is re-estimated, the model fine-tuned ``--finetune_epochs`` and re-estimated again.
 
 ``--resnet50`` instead measures the cost of reconstruction on the Keras ResNet-50 at 224×224 (random
-weights, ``--calib_images`` random inputs): seconds and peak memory.
+weights, ``--calib_images`` random inputs): seconds and peak memory; ``--resnet50_distill N`` then
+times one distillation epoch over N of those inputs.
 """
 import os
 import resource
@@ -72,6 +73,7 @@ flags.DEFINE_integer("calib_images", 1280, "unlabelled training images for calib
 flags.DEFINE_integer("distill_epochs", 20, "epochs of the +kd methods")
 flags.DEFINE_integer("synth_steps", 500, "optimisation steps of the synthesized inputs (the default of synthesize_inputs)")
 flags.DEFINE_bool("resnet50", False, "measure the reconstruction cost on ResNet-50 at 224x224 instead")
+flags.DEFINE_integer("resnet50_distill", 0, "with --resnet50: also time one distillation epoch over this many inputs")
 flags.DEFINE_bool("markdown", False, "Markdown tables")
 FLAGS = flags.FLAGS
 
@@ -218,6 +220,14 @@ def resnet50_cost():
         "peak memory %.1f GB (%.1f GB before); output error %.3f -> %.3f (mean); %d updates"
         % (FLAGS.calib_images, len(fits), done.reconstruction.waves, seconds, peak / 2 ** 20, before / 2 ** 20,
            np.mean([f.before for f in fits]), np.mean([f.after for f in fits]), len(refined.updates)))
+    if FLAGS.resnet50_distill:
+        from tf1prune.apply.distill import distill
+        count = FLAGS.resnet50_distill
+        start = time.time()
+        done = distill(refined, [{inp: b[inp][:count - i]} for i, b in zip(range(0, count, 32), batches)], epochs=1)
+        log("ResNet-50 distillation, 1 epoch over %d inputs: %.0f s (%d steps, teacher pass and held-out scoring "
+            "included), peak memory %.1f GB" % (count, time.time() - start, done.steps,
+                                                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20))
 
 
 def main(argv):
