@@ -29,6 +29,7 @@ import numpy as np
 from tf1prune import progress as progress_lib
 from tf1prune.apply import calibrate
 from tf1prune.core import rules
+from tf1prune.core.graph import run_on_batches
 from tf1prune.core.rules import Role, build
 from tf1prune.errors import Tf1PruneError, tf_error_line
 
@@ -121,7 +122,10 @@ def distill(plan, calibration_data, graph_def=None, epochs=20, learning_rate=3e-
     data, batch = _rows(batches)
     count = len(next(iter(data.values())))
     outputs = [o if ":" in o else o + ":0" for o in analysis.view.output_node_names]
-    reference = _run(original, outputs, data, batch)
+    try:
+        reference = [r.astype(np.float32) for r in run_on_batches(original, outputs, batches)]
+    except (tf.errors.OpError, ValueError) as e:
+        raise Tf1PruneError("calibration batch does not run: %s" % tf_error_line(e))
     sparse = _without_custom_gradients(slim.apply_sparse(plan, original))
     nodes = {n.name: n for n in sparse.node}
     names = trainable(plan, nodes)
@@ -191,22 +195,3 @@ def distill(plan, calibration_data, graph_def=None, epochs=20, learning_rate=3e-
     updates = {name: kept[name].astype(build.const_value(nodes[name]).dtype) for name in names} if kept else {}
     return Distillation(updates, before, best, steps, time.time() - start, epoch, len(held) if len(fit) < count else 0)
 
-
-def _run(graph_def, outputs, data, batch):
-    """The outputs of ``graph_def`` on every row of ``data`` (float32)."""
-    import tensorflow.compat.v1 as tf
-    from tf1prune.tfcompat import session_config
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.import_graph_def(graph_def, name="")
-    count = len(next(iter(data.values())))
-    got = [[] for _ in outputs]
-    with tf.Session(graph=graph, config=session_config()) as sess:
-        for i in range(0, count, batch):
-            try:
-                values = sess.run(outputs, {k: v[i:i + batch] for k, v in data.items()})
-            except (tf.errors.OpError, ValueError) as e:
-                raise Tf1PruneError("calibration batch does not run: %s" % tf_error_line(e))
-            for g, v in zip(got, values):
-                g.append(np.asarray(v, np.float32))
-    return [np.concatenate(g) for g in got]

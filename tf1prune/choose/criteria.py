@@ -56,16 +56,9 @@ class Inputs:
             raise Tf1PruneError("this criterion reads activations: give calibration data")
         missing = [t for t in tensors if t not in self._activations]
         if missing:
-            import tensorflow.compat.v1 as tf
-            from tf1prune.core.graph import feed_batches
-            from tf1prune.tfcompat import session_config
-            graph = tf.Graph()
-            with graph.as_default():
-                tf.import_graph_def(self.analysis.view.graph_def, name="")
-            with tf.Session(graph=graph, config=session_config()) as sess:
-                runs = [sess.run(missing, feed) for feed in feed_batches(self.calibration)]
-            for i, t in enumerate(missing):
-                self._activations[t] = np.concatenate([r[i] for r in runs])
+            from tf1prune.core.graph import feed_batches, run_on_batches
+            values = run_on_batches(self.analysis.view.graph_def, missing, feed_batches(self.calibration))
+            self._activations.update(zip(missing, values))
         return {t: self._activations[t] for t in tensors}
 
 

@@ -480,3 +480,14 @@ def feed_batches(calibration_data):
                                 % type(feed).__name__)
         out.append({tensor_name(getattr(k, "name", k)): np.asarray(v) for k, v in feed.items()})
     return out
+
+
+def run_on_batches(graph_def, tensors, batches):
+    """``[array]``: each of ``tensors`` of ``graph_def`` on every feed dict of ``batches``,
+    concatenated along the batch axis (TensorFlow's errors are left to the caller)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name="")
+    with tf.Session(graph=graph, config=_session_config()) as sess:
+        runs = [sess.run(list(tensors), feed) for feed in batches]
+    return [np.concatenate([r[i] for r in runs]) for i in range(len(tensors))]

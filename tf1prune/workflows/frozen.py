@@ -27,6 +27,7 @@ from tf1prune.apply.patches import Patcher
 from tf1prune.choose import allocation, costs, criteria, divisible, spec as spec_lib
 from tf1prune.choose.search import sample_candidates
 from tf1prune.core.choice import Choice
+from tf1prune.core.graph import run_on_batches
 from tf1prune.errors import Tf1PruneError
 from tf1prune.workflows import sensitivity
 from tf1prune.workflows.engine import Candidate, Engine
@@ -60,12 +61,7 @@ class Agreement:
                                 % (metric, self.output, list(self.reference.shape)))
 
     def outputs(self, graph_def):
-        import tensorflow.compat.v1 as tf
-        graph = tf.Graph()
-        with graph.as_default():
-            tf.import_graph_def(graph_def, name="")
-        with tf.Session(graph=graph, config=calibrate.session_config()) as sess:
-            return np.concatenate([sess.run(self.output, feed) for feed in self.batches]).astype(np.float64)
+        return run_on_batches(graph_def, [self.output], self.batches)[0].astype(np.float64)
 
     def __call__(self, graph_def):
         out, ref = self.outputs(graph_def), self.reference
