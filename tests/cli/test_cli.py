@@ -324,7 +324,7 @@ def test_convert_distills_the_slim_graph_towards_the_original(mnist_pb, tmp_path
     for epochs in ("0", "8"):
         slim_pb, sparse_pb = str(tmp_path / ("slim%s.pb" % epochs)), str(tmp_path / ("sparse%s.pb" % epochs))
         assert convert_cli.main(base + ["--output_graph", slim_pb, "--sparse_graph", sparse_pb, "--distill_epochs",
-                                        epochs] + (["--distill_lr", "1e-5"] if epochs != "0" else [])) == 0
+                                        epochs] + (["--distill_lr", "1e-5", "--distill_features", "0"] if epochs != "0" else [])) == 0
         printed = capsys.readouterr().out
         match = re.search(r"distillation: \d+ parameters trained in 8 steps .*loss to the original outputs on the "
                           r"training inputs \(under 20: none held out\) ([0-9.e-]+) -> ([0-9.e-]+) \(epoch \d kept\)",
@@ -415,6 +415,7 @@ def test_a_fixed_batch_graph_calibrates_with_its_own_batch(fixed_batch_pb, tmp_p
     (["--ratio", "0.5", "--no_reconstruct"], "--no_reconstruct"),
     (["--ratio", "0.5", "--distill_epochs", "2"], "--distill_epochs needs --calibration_data"),
     (["--ratio", "0.5", "--calibration_data", "cal.npz", "--distill_lr", "0.01"], "--distill_lr"),
+    (["--ratio", "0.5", "--calibration_data", "cal.npz", "--distill_features", "1"], "--distill_features applies"),
     (["--ratio", "0.5", "--calibration_data", "cal.npz", "--distill_epochs", "2", "--distill_lr", "0"],
      "--distill_lr must be > 0"),
     (["--m_by_n", "2:4", "--calibration_data", "cal.npz", "--distill_epochs", "2"], "--distill_epochs applies to"),

@@ -221,3 +221,78 @@ def test_one_step_prune_of_another_candidate_equals_a_fresh_runners(tmp_path):
         fresh_counts = kept_counts(fresh.spec)
     assert counts == fresh_counts
     np.testing.assert_allclose(again, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rescore_scores_finalists_after_a_burst_and_prune_follows_it(tmp_path):
+    """NetAdapt-style rescoring: uniform and the finalists each trained by the user's burst from the
+    weights the search scored (optimiser state re-initialised), scored, the session restored; prune()
+    then applies the finalist that wins after the burst."""
+    import tensorflow.compat.v1 as tf
+    import tf_keras as keras
+    from sessions import resnet_examples
+    graph, sess, info = resnet_model()
+    with graph.as_default(), sess.as_default():   # tf_keras trains in the default session
+        runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        with pytest.raises(tf1prune.Tf1PruneError, match="call search"):
+            runner.rescore(resnet_examples, lambda: None, sparsity=0.5)
+        search = runner.search(resnet_examples, CALIBRATION, num_subnet=5, sparsity=0.5, progress=None)
+        finalists = [i for i in search.ranked() if i != 0][:2]
+        boosted = finalists[-1]   # the lower-ranked finalist wins after the burst
+        info.model.compile(optimizer=keras.optimizers.legacy.Adam(1e-4), loss="mse")
+        logits = next(v for v in tf.global_variables() if v.op.name == "logits/kernel")
+        before = {v.op.name: value for v, value in zip(tf.global_variables(), sess.run(tf.global_variables()))}
+        seen = []
+
+        def burst():
+            counts = {g.id: len(g.keep) for g in runner.spec.groups}
+            optimizer_steps = sess.run(info.model.optimizer.iterations) if seen else 0
+            info.model.fit(X, np.zeros((len(X), 10), np.float32), batch_size=3, epochs=1, verbose=0)
+            kernels = runner.analysis.plan(runner.spec)
+            for name, mask in runner.mask_set.masks.items():   # the burst kept the pruned weights at zero
+                value = sess.run(runner.variables[name])
+                assert not np.any(value[kernels.mask(name, value.shape) == 0]), name
+            seen.append((counts, optimizer_steps))
+            if counts == search.candidates[boosted]["counts"]:
+                sess.run(logits.assign(logits * 10.0))
+        scores = runner.rescore(resnet_examples, burst, sparsity=0.5, finalists=2, progress=None)
+        assert sorted(scores) == sorted([0] + finalists) and all(v is not None for v in scores.values())
+        assert [c for c, _ in seen] == [search.candidates[i]["counts"] for i in [0] + finalists]
+        assert [s for _, s in seen] == [0, 0, 0]   # the optimiser starts afresh for every finalist
+        assert max(scores, key=scores.get) == boosted and runner.choice(0.5)[0] == boosted
+        assert "after the training burst" in runner.choice(0.5)[1]
+        after = dict(zip([v.op.name for v in tf.global_variables()], sess.run(tf.global_variables())))
+        for name, value in before.items():   # the session is as it was
+            np.testing.assert_array_equal(after[name], value, err_msg=name)
+        assert runner.spec is None
+        runner.prune(sparsity=0.5)
+        assert {g.id: len(g.keep) for g in runner.spec.groups} == search.candidates[boosted]["counts"]
+        # kept in the workspace: a second call scores nothing again
+        assert runner.rescore(resnet_examples, lambda: seen.append("again"), sparsity=0.5, finalists=2,
+                              progress=None) == scores and seen[-1] != "again"
+
+
+def test_rescore_records_a_failing_burst_and_restores_the_session(tmp_path):
+    import tensorflow.compat.v1 as tf
+    graph, sess, info = resnet_model()
+    with graph.as_default():
+        runner = OneStepPruningRunner("m", sess, SPECS, [RESNET_OUT], workspace=str(tmp_path))
+        runner.search(eval_fn, CALIBRATION, num_subnet=3, sparsity=0.5, progress=None)
+        before = sess.run(tf.global_variables())
+
+        def burst():
+            sess.run([v.assign(v * 0.0) for v in tf.global_variables() if v.op.name.endswith("kernel")])
+            raise RuntimeError("out of data")
+        scores = runner.rescore(eval_fn, burst, sparsity=0.5, finalists=1, progress=None)
+        assert set(scores.values()) == {None}
+        store = runner._burst_store(runner._search_path(0.5), Search.load(runner._search_path(0.5),
+                                                                          runner.analysis.digest()))
+        assert "RuntimeError: out of data" in store.error("0")
+        for got, want in zip(sess.run(tf.global_variables()), before):
+            np.testing.assert_array_equal(got, want)
+        for bad in ({"finalists": 0}, {"train_fn": None}):
+            with pytest.raises(tf1prune.Tf1PruneError):
+                runner.rescore(eval_fn, **dict({"train_fn": burst, "sparsity": 0.5}, **bad))
+        search = Search.load(runner._search_path(0.5), runner.analysis.digest())
+        assert runner.choice(0.5) == search.choice()   # no burst scored: the search's own choice
+        runner.prune(sparsity=0.5)
+        assert {g.id: len(g.keep) for g in runner.spec.groups} == search.candidates[search.choice()[0]]["counts"]

@@ -5,12 +5,17 @@ Least-squares reconstruction (:mod:`tf1prune.apply.reconstruct`) refits one line
 time; what it cannot fix (nonlinear paths such as squeeze-and-excitation gates, errors that add up
 through the depth) remains.  :func:`distill` then trains every kernel, bias and BatchNorm scale
 and offset of the *sparse* model (pruned positions held at zero by constant masks, moving
-statistics fixed) with Adam and a cosine-decayed learning rate, the original graph's outputs on the
-same inputs as the target (every tenth input held out: the parameters of the epoch that matches
-the original best on those are kept, none when no epoch improves on the refined plan): the KL divergence of their softmax for a ``[batch, classes]`` first
-output (of the outputs themselves when they are probabilities), else the mean squared error of
-every output relative to the original's mean square.  No labels are used: the original model is
-the teacher (as in knowledge distillation, Hinton et al. 2015).
+statistics fixed) with Adam and a cosine-decayed learning rate towards the original graph, which
+runs beside it on the same inputs as the teacher.  The loss sums, over the outputs, the KL
+divergence of their softmax for a ``[batch, classes]`` output (of the outputs themselves when they
+are probabilities), else their mean squared error relative to the original's mean square; plus,
+weighted by ``features``, every layer's output matched to the original's on the channels the
+pruned model keeps (mean squared error relative to the original's, averaged over the layers: many
+targets per input, which is what a few hundred unlabelled inputs need).  Every tenth input is held
+out: the parameters of the epoch whose *outputs* match the original's best on those are kept
+(the layer outputs only guide the training), none when no epoch improves on the refined plan.
+No labels are used: the original model is the teacher (knowledge distillation, Hinton et al.
+2015; layer-wise hints as in FitNets, Romero et al. 2015).
 
 The trained values are full-shape parameter updates for :meth:`~tf1prune.core.plan.Plan.with_updates`,
 so the sparse and the slim graph (and sessions and checkpoints) get the same ones.
@@ -36,10 +41,10 @@ from tf1prune.errors import Tf1PruneError, tf_error_line
 TRAINED = frozenset((Role.FILTER, Role.KERNEL_IN, Role.BIAS, Role.BN_SCALE, Role.BN_OFFSET))
 Distillation = collections.namedtuple("Distillation", "updates before after steps seconds epoch held_out")
 Distillation.__doc__ = ("``updates``: parameter -> trained full-shape value (empty when no epoch helped); "
-                        "``before``/``after``: the distillation loss on the held-out inputs before training and with "
-                        "the kept parameters; ``steps``: optimiser steps; ``epoch``: the epoch whose parameters were "
-                        "kept (0: none); ``held_out``: how many inputs were held out (0: under 20 inputs, the epochs "
-                        "were scored on the training inputs).")
+                        "``before``/``after``: the outputs' loss (without the layer outputs') on the held-out "
+                        "inputs before training and with the kept parameters; ``steps``: optimiser steps; "
+                        "``epoch``: the epoch whose parameters were kept (0: none); ``held_out``: how many inputs "
+                        "were held out (0: under 20 inputs, the epochs were scored on the training inputs).")
 
 
 def trainable(plan, nodes):
@@ -88,6 +93,54 @@ def _loss(tf, got, targets, reference):
     return tf.add_n(terms)
 
 
+def _probe(sparse, analysis, batches):
+    """``{layer output tensor: 0/1 channel mask}``: the channels of each layer's output the sparse
+    model does not zero (pruned filters give exact zeros)."""
+    present = {n.name for n in sparse.node}
+    names = [layer.node + ":0" for layer in analysis.layers if not layer.path and layer.node in present]
+    values = run_on_batches(sparse, names, batches)
+    return {n: (np.abs(v).reshape(-1, v.shape[-1]).max(0) > 0).astype(np.float32)
+            for n, v in zip(names, values) if v.ndim >= 2 and v.dtype.kind == "f"}
+
+
+def _feature_loss(tf, graph, probes):
+    """The mean over layers of the kept channels' squared error against the teacher's, relative
+    to the teacher's mean square."""
+    terms = []
+    for name, mask in probes.items():
+        got = tf.cast(graph.get_tensor_by_name(name), tf.float32) * mask
+        want = tf.stop_gradient(tf.cast(graph.get_tensor_by_name("tf1prune_teacher/" + name), tf.float32) * mask)
+        terms.append(tf.reduce_mean(tf.square(got - want)) / (tf.reduce_mean(tf.square(want)) + 1e-12))
+    return tf.add_n(terms) / len(terms)
+
+
+def _own_functions(graph_def, prefix):
+    """A copy of ``graph_def`` whose library functions are renamed ``prefix + name`` (references
+    too), so that it imports beside a graph holding other functions of the same names."""
+    import tensorflow.compat.v1 as tf
+    out = tf.GraphDef()
+    out.CopyFrom(graph_def)
+    names = {f.signature.name for f in out.library.function}
+
+    def rename(attrs):
+        for value in attrs.values():
+            if value.HasField("func") and value.func.name in names:
+                value.func.name = prefix + value.func.name
+            for func in value.list.func:
+                if func.name in names:
+                    func.name = prefix + func.name
+    for node in out.node:
+        rename(node.attr)
+    for function in out.library.function:
+        function.signature.name = prefix + function.signature.name
+        for node in function.node_def:
+            rename(node.attr)
+    for gradient in out.library.gradient:
+        gradient.function_name = prefix + gradient.function_name
+        gradient.gradient_func = prefix + gradient.gradient_func
+    return out
+
+
 def _split(count, batch, fixed):
     """``(training rows, held-out rows)``: every tenth row held out from 20 rows on; with a fixed
     batch size, whole batches of held-out rows (none when fewer than one batch)."""
@@ -101,10 +154,12 @@ def _split(count, batch, fixed):
     return np.setdiff1d(np.arange(count), held), held
 
 
-def distill(plan, calibration_data, graph_def=None, epochs=20, learning_rate=3e-4, seed=0, progress=None):
+def distill(plan, calibration_data, graph_def=None, epochs=40, learning_rate=1e-3, features=3.0, seed=0,
+            progress=None):
     """Train ``plan``'s sparse model towards the original graph on ``calibration_data`` (see the
     module docstring); returns a :class:`Distillation` whose ``updates`` go to ``plan.with_updates``.
-    ``graph_def``: the original weights (default: the analysed graph)."""
+    ``graph_def``: the original weights (default: the analysed graph); ``features``: the weight of the
+    layer outputs' term (0: the graph's outputs only)."""
     import tensorflow.compat.v1 as tf
     from tf1prune.apply import slim
     from tf1prune.apply.synthesize import _without_custom_gradients
@@ -113,6 +168,8 @@ def distill(plan, calibration_data, graph_def=None, epochs=20, learning_rate=3e-
         raise Tf1PruneError("distillation epochs must be a whole number >= 0, got %r" % (epochs,))
     if not learning_rate > 0:
         raise Tf1PruneError("the distillation learning rate must be > 0, got %r" % (learning_rate,))
+    if not features >= 0:
+        raise Tf1PruneError("the weight of the layer outputs must be >= 0, got %r" % (features,))
     if epochs == 0:
         return Distillation({}, None, None, 0, 0.0, 0, 0)
     start = time.time()
@@ -129,6 +186,10 @@ def distill(plan, calibration_data, graph_def=None, epochs=20, learning_rate=3e-
     sparse = _without_custom_gradients(slim.apply_sparse(plan, original))
     nodes = {n.name: n for n in sparse.node}
     names = trainable(plan, nodes)
+    try:
+        probes = _probe(sparse, analysis, batches[:1]) if features > 0 else {}
+    except (tf.errors.OpError, ValueError) as e:
+        raise Tf1PruneError("the pruned graph does not run: %s" % tf_error_line(e))
     if not names:
         raise Tf1PruneError("the graph has no constant parameter to distill")
     graph = tf.Graph()
@@ -143,15 +204,20 @@ def distill(plan, calibration_data, graph_def=None, epochs=20, learning_rate=3e-
                     params[name] = var * tf.constant(plan.mask(name, value.shape).astype(np.float32))
                     mapped[name + ":0"] = params[name] if value.dtype == np.float32 else tf.cast(params[name],
                                                                                                  value.dtype)
-                targets = [tf.placeholder(tf.float32, (None,) + r.shape[1:], name="t%d" % i)
-                           for i, r in enumerate(reference)]
-            tf.import_graph_def(sparse, input_map=mapped, name="")
+                raw = {n: tf.placeholder(tf.as_dtype(v.dtype), (None,) + v.shape[1:], name="x%d" % i)
+                       for i, (n, v) in enumerate(sorted(data.items()))}
+            same = original.library == sparse.library   # else the sparse model changed a function body
+            teacher = tf.import_graph_def(original if same else _own_functions(original, "tf1prune_teacher_"),
+                                          input_map=dict(raw), return_elements=outputs, name="tf1prune_teacher")
+            targets = [tf.stop_gradient(tf.cast(t, tf.float32)) for t in teacher]
+            tf.import_graph_def(sparse, input_map=dict(mapped, **raw), name="")
             fixed = any(graph.get_tensor_by_name(n if ":" in n else n + ":0").shape[:1].is_fully_defined()
                         for n in data)
             fit, held = _split(count, batch, fixed)
             with tf.name_scope("tf1prune_distill"):
                 got = [tf.cast(graph.get_tensor_by_name(o), tf.float32) for o in outputs]
-                loss = _loss(tf, got, targets, reference)
+                score = _loss(tf, got, targets, reference)   # what the kept epoch is chosen by
+                loss = score + features * _feature_loss(tf, graph, probes) if probes else score
                 per_epoch = len(fit) // batch if fixed else int(np.ceil(len(fit) / float(batch)))
                 steps = epochs * per_epoch
                 step = tf.train.get_or_create_global_step()
@@ -167,13 +233,11 @@ def distill(plan, calibration_data, graph_def=None, epochs=20, learning_rate=3e-
         sess.run(init)
 
         def feed(rows):
-            out = {k: v[rows] for k, v in data.items()}
-            out.update({t: r[rows] for t, r in zip(targets, reference)})
-            return out
+            return {raw[k]: v[rows] for k, v in data.items()}
 
         def held_out():
             chunks = [held[i:i + batch] for i in range(0, len(held), batch)]
-            return float(sum(sess.run(loss, feed(c)) * len(c) for c in chunks) / len(held))
+            return float(sum(sess.run(score, feed(c)) * len(c) for c in chunks) / len(held))
         try:
             before = best = held_out()
             if not np.isfinite(before):

@@ -47,8 +47,11 @@ flags.DEFINE_bool("no_reconstruct", False, "With calibration inputs: skip the le
                   "(bias compensation and BatchNorm re-estimation only).")
 flags.DEFINE_integer("distill_epochs", 0, "With --calibration_data: afterwards train every kernel, bias and "
                      "BatchNorm scale/offset for this many passes over the calibration inputs towards the original "
-                     "graph's outputs (label-free distillation); 0: none.", lower_bound=0)
-flags.DEFINE_float("distill_lr", 3e-4, "Adam learning rate of --distill_epochs (cosine-decayed), > 0.")
+                     "graph's outputs and layer outputs (label-free distillation); 0: none (40 is a good "
+                     "start).", lower_bound=0)
+flags.DEFINE_float("distill_lr", 1e-3, "Adam learning rate of --distill_epochs (cosine-decayed), > 0.")
+flags.DEFINE_float("distill_features", 3.0, "Weight of the layer outputs in the --distill_epochs loss, against "
+                   "the graph's outputs' (0: the graph's outputs only).", lower_bound=0)
 flags.DEFINE_integer("calibration_batch", None, "Batch size of --calibration_data (default: the inputs' fixed "
                      "batch, else 64).", lower_bound=1)
 flags.DEFINE_enum("search_metric", "kl", ["kl", "top1", "mse"], "Agreement with the original outputs (--search, "
@@ -150,8 +153,9 @@ def _check_args():
         raise Tf1PruneError("--no_reconstruct applies to --calibration_data or --data_free synthesize")
     if FLAGS.distill_epochs and not FLAGS.calibration_data:
         raise Tf1PruneError("--distill_epochs needs --calibration_data (on synthesized inputs it gains nothing)")
-    if FLAGS["distill_lr"].present and not FLAGS.distill_epochs:
-        raise Tf1PruneError("--distill_lr applies to --distill_epochs")
+    for name in ("distill_lr", "distill_features"):
+        if FLAGS[name].present and not FLAGS.distill_epochs:
+            raise Tf1PruneError("--%s applies to --distill_epochs" % name)
     if not FLAGS.distill_lr > 0:
         raise Tf1PruneError("--distill_lr must be > 0, got %r" % FLAGS.distill_lr)
     if FLAGS.distill_epochs and not given:
@@ -319,7 +323,8 @@ def _refine(plan, batches):
     prints what was done."""
     import numpy as np
     from tf1prune.apply.refine import refine
-    distill = {"epochs": FLAGS.distill_epochs, "learning_rate": FLAGS.distill_lr} if FLAGS.distill_epochs else None
+    distill = ({"epochs": FLAGS.distill_epochs, "learning_rate": FLAGS.distill_lr, "features": FLAGS.distill_features}
+               if FLAGS.distill_epochs else None)
     plan, done = refine(plan, batches, FLAGS.data_free, not FLAGS.no_reconstruct, progress=True, distill=distill)
     source = "the calibration data" if FLAGS.calibration_data else "synthetic inputs" if batches is not None else None
     if done.compensated:

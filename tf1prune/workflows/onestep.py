@@ -10,6 +10,8 @@ workspace (``<model>_sparsity_<s>.search``), tied to the graph and its weights; 
 are retried by the next search.  When ``eval_fn`` returns per-example scores, the best candidate
 replaces uniform only if a paired test over the examples says it is better (:meth:`Search.choice`):
 a validation score's noise often exceeds the differences between candidates.
+:meth:`OneStepPruningRunner.rescore` (optional, NetAdapt) scores uniform and the best finalists
+again after a short training burst in the user's own loop; ``prune`` then follows those scores.
 :meth:`OneStepPruningRunner.prune` applies a candidate to the
 weights the search scored, whatever an earlier ``prune`` of the same search left in the session.
 
@@ -17,6 +19,7 @@ Example::
 
     runner = OneStepPruningRunner("resnet", sess, input_specs, ["logits"])
     runner.search(eval_fn, calibration_data, num_subnet=20, sparsity=0.5)
+    runner.rescore(eval_fn, lambda: model.fit(x[:5000], y[:5000]), sparsity=0.5)   # optional
     shape_tensors, masks = runner.prune(sparsity=0.5)        # the best candidate (index=k: the k-th)
     ... fine-tune as with IterativePruningRunner ...
     slim_graph_def = runner.get_slim_graph_def()
@@ -26,17 +29,20 @@ import os
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from tf1prune import progress as progress_lib, tfcompat
 from tf1prune.apply import calibrate
 from tf1prune.apply.patches import Patcher
 from tf1prune.choose import compare, costs, spec as spec_lib
 from tf1prune.choose.search import sample_candidates
 from tf1prune.core.choice import Choice
 from tf1prune.errors import Tf1PruneError
+from tf1prune.workflows import _worker
 from tf1prune.workflows.engine import Engine, default_devices
 from tf1prune.workflows.session import SessionPruner
 from tf1prune.workflows.store import ResultStore
 
 KIND = "search"
+BURST = "burst"
 
 
 class Search:
@@ -90,37 +96,47 @@ class Search:
 
     def ranked(self):
         """Indices of the scored candidates, best first (ties: the earlier, uniform first)."""
-        candidates = self.candidates
-        scored = [i for i, c in enumerate(candidates) if c["score"] is not None]
-        sign = -1 if self.higher_is_better else 1
-        return sorted(scored, key=lambda i: (sign * candidates[i]["score"], i))
+        self.candidates   # checks every entry
+        return ranked_keys(self.store, self.higher_is_better)
 
     def choice(self, level=compare.LEVEL):
         """``(index, why)``: the candidate :meth:`OneStepPruningRunner.prune` applies by default.  With
         per-example scores, the best-scoring candidate that beats uniform (candidate 0) in a paired
         test over the examples (:mod:`tf1prune.choose.compare`), else uniform; with one number per
         candidate, the best score."""
-        ranked, store = self.ranked(), self.store
-        if not ranked:
-            return None, "no candidate was scored"
-        uniform = store.examples("0")
-        if uniform is None:
-            return ranked[0], ("the best score (eval_fn returns one number: return per-example scores to keep "
-                               "uniform unless a candidate is better beyond noise)")
-        rivals = [i for i in ranked if i != 0 and store.examples(str(i)) is not None]
-        for i in rivals:
-            p = compare.paired_p_value(store.examples(str(i)), uniform, self.higher_is_better)
-            if compare.significantly_better(store.examples(str(i)), uniform, self.higher_is_better, len(rivals),
-                                            level):
-                return i, "candidate %d beats uniform over %d examples (paired p = %.2g, %d compared)" % (
-                    i, len(uniform), p, len(rivals))
-        return 0, "uniform: no candidate beats it beyond noise over %d examples (%d compared)" % (len(uniform),
-                                                                                               len(rivals))
+        return paired_choice(self.store, self.ranked(), self.higher_is_better, level)
 
     def top(self, k=5):
         """The best ``k`` candidates (dicts with their index), best first."""
         candidates = self.candidates
         return [dict(candidates[i], index=i) for i in self.ranked()[:k]]
+
+
+def paired_choice(store, ranked, higher_is_better=True, level=compare.LEVEL):
+    """``(key, why)``: of the keys ``ranked`` (best first) of ``store``, the best that beats uniform
+    (key 0) in a paired test over its per-example scores, else uniform; the best when the scores
+    are single numbers."""
+    if not ranked:
+        return None, "no candidate was scored"
+    uniform = store.examples("0")
+    if uniform is None:
+        return ranked[0], ("the best score (eval_fn returns one number: return per-example scores to keep "
+                           "uniform unless a candidate is better beyond noise)")
+    rivals = [i for i in ranked if i != 0 and store.examples(str(i)) is not None]
+    for i in rivals:
+        if compare.significantly_better(store.examples(str(i)), uniform, higher_is_better, len(rivals), level):
+            p = compare.paired_p_value(store.examples(str(i)), uniform, higher_is_better)
+            return i, "candidate %d beats uniform over %d examples (paired p = %.2g, %d compared)" % (
+                i, len(uniform), p, len(rivals))
+    return 0, "uniform: no candidate beats it beyond noise over %d examples (%d compared)" % (len(uniform),
+                                                                                           len(rivals))
+
+
+def ranked_keys(store, higher_is_better=True):
+    """The integer keys of ``store``'s scored entries, best first (ties: the lower key)."""
+    scored = [int(k) for k, e in store.entries.items() if e.get("value") is not None]
+    sign = -1 if higher_is_better else 1
+    return sorted(scored, key=lambda i: (sign * store.value(str(i)), i))
 
 
 class OneStepPruningRunner(SessionPruner):
@@ -247,11 +263,17 @@ class OneStepPruningRunner(SessionPruner):
         if index is not None and (isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(ranked)):
             raise Tf1PruneError("index must be in [0, %d), got %r" % (len(ranked), index))
         if index is None:
-            picked, why = search.choice()
+            picked, why = self._choice(path, search)
             tf.logging.info("prune: candidate %d of the search at %s: %s", picked, tag, why)
         else:
             picked = ranked[index]
+        return self._save_spec(self._candidate_spec(path, search, picked, calibration, data_free, reconstruct), tag)
+
+    def _candidate_spec(self, path, search, picked, calibration, data_free, reconstruct):
+        """The spec of candidate ``picked`` of ``search``, its refinement written into the session's
+        weights as the search scored them (the spec is not applied yet)."""
         counts = search.candidates[picked]["counts"]
+        analysis = self.analysis
         if path in self._searched and self.spec != self._searched[path][0]:
             start, weights = self._searched[path]
             self._restore(start, weights)
@@ -264,7 +286,110 @@ class OneStepPruningRunner(SessionPruner):
                                 "checkpoint) and prune again" % (picked, lost[0]))
         spec = spec_lib.spec_from_counts(analysis, order, counts, self.criterion, self.channel_divisible)
         self._refined(spec, calibration, data_free, reconstruct)
-        return self._save_spec(spec, tag)
+        return spec
+
+    # --- finalists after a training burst (NetAdapt) ----------------------------
+    @staticmethod
+    def _burst_path(path):
+        return path[:-len(".search")] + ".burst"
+
+    def _burst_store(self, path, search, finalists=None, recompute=False):
+        identity = {"graph": search.store.identity.get("graph"), "search": search.store.identity.get("weights")}
+        if finalists is None:   # reading: a file of this search, else nothing
+            if not os.path.exists(self._burst_path(path)):
+                return None
+            store = ResultStore.read(self._burst_path(path), BURST)
+            return store if store.identity == identity else None
+        return ResultStore.open(self._burst_path(path), BURST, identity, {"finalists": int(finalists)}, recompute)
+
+    def choice(self, sparsity=None, latency=None):
+        """``(index, why)``: the candidate of the search at ``sparsity`` (or ``latency``) that
+        :meth:`prune` applies by default."""
+        path = self._search_path(sparsity, latency)
+        if not os.path.exists(path):
+            raise Tf1PruneError("no search at %s: call search() first" % path)
+        return self._choice(path, Search.load(path, self._refresh().digest()))
+
+    def _choice(self, path, search):
+        """After :meth:`rescore` of this search: the finalist that wins after the burst; else
+        :meth:`Search.choice`."""
+        store = self._burst_store(path, search)
+        if store is None or store.value("0") is None:
+            return search.choice()
+        picked, why = paired_choice(store, ranked_keys(store, search.higher_is_better), search.higher_is_better)
+        return picked, "after the training burst of rescore(): " + why
+
+    def rescore(self, eval_fn, train_fn, sparsity=0.5, finalists=3, latency=None, calibration=None,
+                data_free="compensate", reconstruct=True, recompute=False, progress=True):
+        """Score the best ``finalists`` candidates of this process's search at ``sparsity`` (or
+        ``latency``), and uniform, after a short training burst (NetAdapt, Yang et al. 2018): each one is
+        applied to the weights the search scored (as :meth:`prune` would, with ``calibration``,
+        ``data_free`` and ``reconstruct``), ``train_fn()`` trains it (a few hundred steps of the
+        user's own loop: the masks keep it pruned), its BatchNorm is re-estimated on the search's
+        calibration data and ``eval_fn(frozen_graph_def)`` scores it.  Between finalists and at the
+        end every global variable (optimiser slots too; ones the burst created are re-initialised)
+        is restored, so the session is as it was.  :meth:`prune` then picks among these scores: the
+        best finalist that beats uniform in a paired test (per-example scores), else uniform.
+        Scores are kept in ``<model>_sparsity_<s>.burst``; a changed ``train_fn`` needs
+        ``recompute=True``.  Returns ``{candidate index: score or None}``."""
+        if not callable(train_fn) or not callable(eval_fn):
+            raise Tf1PruneError("rescore() needs callables eval_fn(graph_def) and train_fn()")
+        if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
+            raise Tf1PruneError("finalists must be a positive integer, got %r" % (finalists,))
+        _, _, tag = self._target(sparsity, latency, 1)
+        path = self._search_path(sparsity, latency)
+        if path not in self._searched:
+            raise Tf1PruneError("rescore() trains from the weights the search scored: call search() for %s in "
+                                "this process first" % tag)
+        calibration = calibrate.feed_batches(calibration) if calibration is not None else None
+        search = Search.load(path, self._refresh().digest())
+        if search.store.value("0") is None:
+            raise Tf1PruneError("uniform (candidate 0) of the search at %s was not scored: search again" % tag)
+        picks = [0] + [i for i in search.ranked() if i != 0][:finalists]
+        store = self._burst_store(path, search, finalists, recompute)
+        graph = self.sess.graph
+        saved = dict(zip(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES),
+                         self.sess.run(graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES))))
+        start = (self.spec, self.refinement)
+        loader = tfcompat.VariableLoader(graph)
+        loader.prepare(saved)
+        steps = progress_lib.Steps(len(store.missing([str(i) for i in picks])), progress, "rescore")
+
+        def reset(spec):
+            if self.mask_set is not None:   # masks off: they would zero the restored weights
+                self.mask_set.load(self.sess, {n: np.ones(m.shape.as_list()) for n, m in self.mask_set.masks.items()})
+            loader.load(self.sess, saved)
+            new = [v for v in graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES) if v not in saved]
+            if new:
+                self.sess.run(tf.variables_initializer(new))
+            self.spec = spec
+            if spec is not None:
+                self._refresh()
+                self._apply(spec)
+        try:
+            for i in picks:
+                if store.value(str(i)) is not None:
+                    continue
+                reset(start[0])
+                self._refresh()
+                self.spec = self._candidate_spec(path, search, i, calibration, data_free, reconstruct)
+                self._apply(self.spec)   # not saved as the workspace's latest spec: it is undone below
+                try:
+                    train_fn()
+                    self.recalibrate(self.criterion_data or calibration)
+                    value, error = _worker.check(eval_fn(self.frozen_graph_def()))
+                except Exception as e:  # the user's code: recorded, the session restored below
+                    value, error = None, "%s: %s" % (type(e).__name__, e)
+                examples = getattr(value, "examples", None)
+                store.record(i, None if value is None else float(value), error,
+                             examples=None if examples is None else [float("%.7g" % v) for v in examples])
+                store.save()
+                steps.tick("candidate %d" % i + (": " + error if error else ""))
+        finally:
+            reset(start[0])
+            self.refinement = start[1]
+            self._refresh()
+        return {i: store.value(str(i)) for i in picks}
 
     def _restore(self, spec, weights):
         """Back to the state a search began in: ``spec`` pruned, the other channels with ``weights``."""

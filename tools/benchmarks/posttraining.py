@@ -70,7 +70,7 @@ flags.DEFINE_list("finetune_sparsities", ["0.5", "0.7"], "MACs reductions fine-t
 flags.DEFINE_integer("epochs", 2, "baseline training epochs")
 flags.DEFINE_integer("finetune_epochs", 1, "fine-tuning epochs")
 flags.DEFINE_integer("calib_images", 1280, "unlabelled training images for calibration (batches of 128)")
-flags.DEFINE_integer("distill_epochs", 20, "epochs of the +kd methods")
+flags.DEFINE_integer("distill_epochs", 40, "epochs of the +kd methods")
 flags.DEFINE_integer("synth_steps", 500, "optimisation steps of the synthesized inputs (the default of synthesize_inputs)")
 flags.DEFINE_bool("resnet50", False, "measure the reconstruction cost on ResNet-50 at 224x224 instead")
 flags.DEFINE_integer("resnet50_distill", 0, "with --resnet50: also time one distillation epoch over this many inputs")

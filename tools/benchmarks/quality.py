@@ -17,7 +17,10 @@ run of its seed reuses that run's figures: the fine-tuning is the same).  Method
   candidates, then ``prune()``: the best candidate that beats uniform in a paired test over the
   validation images, else uniform (``Search.choice``);
 * ``onestep20-best`` / ``onestep50-best``: the same searches, the best validation score applied
-  (``prune(index=0)``: what one-step search did before the paired test).
+  (``prune(index=0)``: what one-step search did before the paired test);
+* ``onestep20-burst``: the search, then ``rescore()``: uniform and the best ``--finalists``
+  candidates each trained ``--burst_images`` images (NetAdapt's short-term fine-tuning) and scored
+  again; ``prune()`` applies the finalist that beats uniform in a paired test after the burst.
 
 ``ana``/``search`` score on the last ``--val_size`` training images (held out from training; ``eval_fn``
 returns each image's correctness, so comparisons with uniform are paired); BatchNorm
@@ -66,6 +69,8 @@ flags.DEFINE_integer("val_size", 2000, "last training images held out for ana an
 flags.DEFINE_integer("calib_images", 1280, "training images for BatchNorm re-estimation (batches of 128)")
 flags.DEFINE_integer("train_images", 0, "use only this many training images (0: all; for smoke tests)")
 flags.DEFINE_float("max_shift", 0.1, "ana-cal: largest deviation from the uniform ratio")
+flags.DEFINE_integer("finalists", 3, "onestep*-burst: candidates rescored after the burst (besides uniform)")
+flags.DEFINE_integer("burst_images", 5800, "onestep*-burst: training images of each finalist's burst")
 flags.DEFINE_integer("correlation", 0, "random candidates at 50% fine-tuned for the correlation study (0: none)")
 flags.DEFINE_integer("threads", 2, "intra_op and inter_op threads")
 flags.DEFINE_bool("markdown", False, "Markdown tables")
@@ -192,8 +197,8 @@ def equal_drop_counts(analysis, sens):
     return counts_at
 
 
-def prune(seed, method, sparsity, runner):
-    """Prune ``runner``'s session with ``method``; returns the seconds spent choosing."""
+def prune(seed, method, sparsity, runner, model):
+    """Prune ``runner``'s session (``model``'s) with ``method``; returns the seconds spent choosing."""
     t = time.time()
     if method.startswith("uniform"):
         runner.prune(sparsity=sparsity, strategy="uniform")
@@ -215,6 +220,17 @@ def prune(seed, method, sparsity, runner):
         search = runner.search(seed.eval_fn, seed.ds.calibration, num_subnet=size, sparsity=sparsity, progress=None)
         seed.cache.setdefault(("search", size, sparsity), time.time() - t0)
         picked, why = search.choice()
+        if method.endswith("-burst"):
+            t0 = time.time()
+
+            def burst():
+                np.random.seed(seed.seed)
+                n = FLAGS.burst_images
+                model.fit(seed.ds.x_fit[:n], seed.ds.y_fit[:n], batch_size=128, epochs=1, verbose=0)
+            scores = runner.rescore(seed.eval_fn, burst, sparsity=sparsity, finalists=FLAGS.finalists, progress=None)
+            picked, why = runner.choice(sparsity)
+            rounded = {k: None if v is None else round(v, 4) for k, v in scores.items()}
+            log("seed %d %s @ %g: rescored %s in %.0f s" % (seed.seed, method, sparsity, rounded, time.time() - t0))
         log("seed %d %s @ %g: %s" % (seed.seed, method, sparsity, why))
         runner.prune(sparsity=sparsity, index=0 if method.endswith("-best") else None)
     return time.time() - t
@@ -242,7 +258,7 @@ def run(seed, method, sparsity):
     graph, sess, info, runner = seed.session(cls=cls, criterion="bn_gamma" if method == "uniform-bn" else "l1",
                                              workspace=workspace)
     with graph.as_default(), sess.as_default():
-        prune_s = prune(seed, method, sparsity, runner)
+        prune_s = prune(seed, method, sparsity, runner, info.model)
         key = ("tuned", runner.spec.criterion, tuple(sorted((g.id, tuple(g.keep)) for g in runner.spec.groups)))
     if key in seed.cache:   # the same channels as an earlier method: the same (deterministic) fine-tuning
         sess.close()
