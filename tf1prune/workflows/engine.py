@@ -160,9 +160,7 @@ class Engine:
         done = 0
         try:
             for key, value, error in self.run(Candidate(k, patches_of(k)) for k in todo):
-                examples = getattr(value, "examples", None)
-                store.record(key, None if value is None else float(value), error,
-                             examples=None if examples is None else [float("%.7g" % v) for v in examples])
+                store.record_score(key, value, error)
                 done += 1
                 if done % max(1, checkpoint_interval) == 0:
                     store.save()

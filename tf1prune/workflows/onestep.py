@@ -36,7 +36,6 @@ from tf1prune.choose import compare, costs, spec as spec_lib
 from tf1prune.choose.search import sample_candidates
 from tf1prune.core.choice import Choice
 from tf1prune.errors import Tf1PruneError
-from tf1prune.workflows import _worker
 from tf1prune.workflows.engine import Engine, default_devices
 from tf1prune.workflows.session import SessionPruner
 from tf1prune.workflows.store import ResultStore
@@ -377,12 +376,10 @@ class OneStepPruningRunner(SessionPruner):
                 try:
                     train_fn()
                     self.recalibrate(self.criterion_data or calibration)
-                    value, error = _worker.check(eval_fn(self.frozen_graph_def()))
-                except Exception as e:  # the user's code: recorded, the session restored below
+                    value, error = Engine(self.frozen_graph_def(), eval_fn).score()
+                except Exception as e:  # the user's train_fn: recorded, the session restored below
                     value, error = None, "%s: %s" % (type(e).__name__, e)
-                examples = getattr(value, "examples", None)
-                store.record(i, None if value is None else float(value), error,
-                             examples=None if examples is None else [float("%.7g" % v) for v in examples])
+                store.record_score(i, value, error)
                 store.save()
                 steps.tick("candidate %d" % i + (": " + error if error else ""))
         finally:

@@ -147,6 +147,13 @@ class ResultStore:
         entry = self.entries.setdefault(str(key), {})
         entry.update(fields, value=value if error is None else None, error=error)
 
+    def record_score(self, key, value, error=None):
+        """Record what an evaluation returned: a float, per-example scores (kept for paired
+        comparisons), or a failure."""
+        examples = getattr(value, "examples", None)
+        self.record(key, None if value is None else float(value), error,
+                    examples=None if examples is None else [float("%.7g" % v) for v in examples])
+
     def failures(self):
         """``{key: error}`` of the failed entries."""
         return {k: e["error"] for k, e in self.entries.items() if e.get("error")}
